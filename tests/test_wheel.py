@@ -1,0 +1,45 @@
+"The wheel holds every subpackage and the sample data, and works when installed away from the source tree"
+import os, subprocess, sys, zipfile
+from pathlib import Path
+import pytest
+
+@pytest.fixture(scope='module')
+def wheel(repo, tmp_path_factory):
+    out = tmp_path_factory.mktemp('dist')
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation', '-w', str(out),
+                    str(repo)], check=True, cwd=out)
+    whl = list(out.glob('ecg_dml-*.whl'))
+    assert len(whl) == 1, whl
+    return whl[0]
+
+def test_wheel_contents(wheel, repo):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    src_pkgs = {str(p.parent.relative_to(repo)) for p in (repo/'ecg_dml').rglob('__init__.py')}
+    for pkg in src_pkgs: assert f'{pkg}/__init__.py' in names, f'subpackage {pkg} missing from the wheel'
+    for mod in (repo/'ecg_dml').rglob('*.py'):
+        if '__pycache__' not in mod.parts: assert str(mod.relative_to(repo)) in names, mod
+    sample = [n for n in names if n.startswith('ecg_dml/sample_data/ptbxl/')]
+    src_sample = [p for p in (repo/'ecg_dml'/'sample_data').rglob('*') if p.is_file()]
+    assert len(sample) == len(src_sample) >= 500
+    for f in ('ptbxl_database.csv', 'scp_statements.csv', 'LICENSE.txt', 'README.md', 'RECORDS'):
+        assert f'ecg_dml/sample_data/ptbxl/{f}' in names
+    meta = [n for n in names if n.endswith('METADATA')][0]
+    text = zipfile.ZipFile(wheel).read(meta).decode()
+    assert 'Name: ecg-dml' in text and 'Requires-Dist: torch' in text
+    assert not any('torchvision' in l for l in text.splitlines() if l.startswith('Requires-Dist'))
+    assert wheel.stat().st_size < 12_000_000
+
+def test_installed_wheel_finds_its_sample(wheel, tmp_path):
+    "install the wheel (no deps) into a bare target dir and use it from outside the source tree"
+    target = tmp_path/'site'
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(target), str(wheel)],
+                   check=True)
+    code = ("import ecg_dml, ecg_dml.core as c; p = c.sample_dir(); "
+            "assert str(p).startswith(%r), p; "
+            "print(len(list((p/'records100').rglob('*.dat'))), ecg_dml.__version__)" % str(target))
+    env = {**os.environ, 'PYTHONPATH': str(target)}
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    n, version = r.stdout.split()
+    assert int(n) == 250 and version
+    assert (target/'bin'/'ecg_dml_info').exists()
