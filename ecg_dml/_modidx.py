@@ -10,5 +10,6 @@ d = { 'settings': { 'branch': 'main',
                               'ecg_dml.core.lead_index': ('core.html#lead_index', 'ecg_dml/core.py'),
                               'ecg_dml.core.make_generator': ('core.html#make_generator', 'ecg_dml/core.py'),
                               'ecg_dml.core.sample_dir': ('core.html#sample_dir', 'ecg_dml/core.py'),
+                              'ecg_dml.core.sample_summary': ('core.html#sample_summary', 'ecg_dml/core.py'),
                               'ecg_dml.core.shared_data_dir': ('core.html#shared_data_dir', 'ecg_dml/core.py'),
                               'ecg_dml.core.versions': ('core.html#versions', 'ecg_dml/core.py')}}}
