@@ -42,11 +42,11 @@ clean-check: $(STAMP)  ## notebooks are clean (nbdev_clean changes nothing)
 	after=$$(find nbs -name '*.ipynb' -print0 | sort -z | xargs -0 sha256sum | sha256sum); \
 	if [ "$$before" != "$$after" ]; then echo "nbs/ had unclean notebooks: nbdev_clean changed them (commit the result)"; git status --short nbs; exit 1; fi
 
-nbtest: $(STAMP)  ## run every notebook top to bottom (cells flagged slow/cuda skipped)
-	$(BIN)/nbdev_test --n_workers 2 --timing
+nbtest: $(STAMP)  ## run every notebook top to bottom (cells flagged slow/cuda skipped; 2 notebooks at a time, 1 thread each)
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 
 nbtest-slow: $(STAMP)  ## run every notebook including cells flagged slow
-	$(BIN)/nbdev_test --n_workers 2 --timing --flags slow
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing --flags slow
 
 pytest: $(STAMP)  ## the pytest suite in tests/
 	$(BIN)/pytest -q tests
