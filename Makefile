@@ -24,8 +24,9 @@ $(STAMP): requirements/dev.txt requirements/constraints.txt settings.ini setup.p
 
 install: $(STAMP)  ## create .venv with the pinned environment and the package (editable)
 
-demo: $(STAMP)  ## run the main job on the bundled real PTB-XL sample
-	$(BIN)/ecg_dml_info
+demo: $(STAMP)  ## pretrain an encoder with self-supervised DML on the bundled real PTB-XL sample and report what it learned
+	$(BIN)/ecg_dml_info --n_read 20
+	$(BIN)/ecg_dml_pretrain --out demo_run
 
 test: $(STAMP) sync clean-check readme-check nbtest pytest  ## everything CI checks
 	@echo "make test: all checks passed"

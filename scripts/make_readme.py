@@ -1,6 +1,7 @@
 """Make README.md from nbs/index.ipynb (nbdev_readme needs Quarto, which is not available here).
 
-The notebook is executed (execnb, as nbdev_test does) so the README shows real outputs; nbdev cell directives
+The notebook is executed (execnb, as nbdev_test does; `#| eval: false` cells are shown, not run) so the README
+shows real outputs; nbdev cell directives
 (`#| ...`) are removed and `#| hide` cells dropped; nbconvert renders the markdown.
 
 Usage: python scripts/make_readme.py nbs/index.ipynb README.md [--check]
@@ -22,7 +23,8 @@ def render(nb_path):
     nb_path = Path(nb_path)
     nb = read_nb(nb_path)
     shell = CaptureShell(nb_path)
-    with working_directory(nb_path.parent): shell.run_all(nb, exc_stop=True)
+    skip = lambda c: c.cell_type == 'code' and any(d.replace(' ', '') == 'eval:false' for d in _directives(c.source))
+    with working_directory(nb_path.parent): shell.run_all(nb, exc_stop=True, preproc=skip)
     out = nbformat.reads(nb2str(nb), as_version=4)  # joins execnb's line lists into strings
     cells = []
     for c in out.cells:

@@ -1,0 +1,66 @@
+"pretrain(): resume after SIGKILL ends where an uninterrupted run ends; CLI; checkpoints load weights-only"
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+import numpy as np, pandas as pd, pytest, torch
+from ecg_dml.learner import load_checkpoint
+from ecg_dml.pretrain import load_encoder
+
+RUN = """
+import sys, numpy as np
+from ecg_dml.core import sample_dir
+from ecg_dml.data.ptbxl import ptbxl_index
+from ecg_dml.data.wfdb import read_record
+from ecg_dml.pretrain import pretrain
+import torch; torch.set_num_threads(1)
+df = ptbxl_index(sample_dir()).iloc[:96]
+x = np.stack([read_record(p).signal[:, :250] for p in df.path])
+pretrain(x, method=sys.argv[2], encoder='xresnet1d18', epochs=3, bs=16, lr=3e-3, seconds=2.5, out=sys.argv[1],
+         resume=len(sys.argv) > 3, progress=False)
+"""
+
+def _run(out, method='dml', resume=False):
+    return subprocess.Popen([sys.executable, '-c', RUN, str(out), method] + (['resume'] if resume else []),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+@pytest.mark.parametrize('method', ['dml', 'simclr'])
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path, method):
+    ref = _run(tmp_path/'ref', method); out_ref = ref.communicate()[0]
+    assert ref.returncode == 0, out_ref
+    p = _run(tmp_path/'killed', method)
+    ck = tmp_path/'killed'/'checkpoint.pth'
+    t0 = time.time()
+    while time.time() - t0 < 300 and not ck.exists(): time.sleep(0.02)
+    time.sleep(0.5)                                   # well into the second epoch
+    p.send_signal(signal.SIGKILL); p.wait()
+    assert load_checkpoint(ck)['epoch'] < 2, 'killed too late to test resuming'
+    r = _run(tmp_path/'killed', method, resume=True); out = r.communicate()[0]
+    assert r.returncode == 0 and 'resuming' in out, out
+    a, b = load_checkpoint(tmp_path/'ref'/'checkpoint.pth'), load_checkpoint(ck)
+    assert a['epoch'] == b['epoch'] == 2
+    for k in a['model']: torch.testing.assert_close(a['model'][k], b['model'][k], rtol=1e-5, atol=1e-6)
+    la, lb = pd.read_csv(tmp_path/'ref'/'log.csv'), pd.read_csv(tmp_path/'killed'/'log.csv')
+    assert lb.epoch.tolist()[-3:] == [0, 1, 2][-len(lb.epoch.tolist()[-3:]):]
+    la, lb = la.set_index('epoch'), lb.drop_duplicates('epoch', keep='last').set_index('epoch')
+    np.testing.assert_allclose(la[['train_loss', 'valid_loss']], lb[['train_loss', 'valid_loss']], rtol=1e-5)
+    assert not list((tmp_path/'killed').glob('.*.tmp'))
+
+def test_checkpoint_is_weights_only_and_encoder_reloads(tmp_path):
+    r = _run(tmp_path/'run'); out = r.communicate()[0]
+    assert r.returncode == 0, out
+    enc, cfg = load_encoder(tmp_path/'run')
+    assert cfg['method'] == 'dml' and cfg['n_leads'] == 12
+    enc2, _ = load_encoder(tmp_path/'run'/'checkpoint.pth')
+    x = torch.randn(3, 12, 250)
+    torch.testing.assert_close(enc(x), enc2.eval()(x))
+    ck = torch.load(tmp_path/'run'/'checkpoint.pth', weights_only=True)   # raises if anything needs unpickling
+    assert set(ck) >= {'model', 'opt', 'epoch', 'rng', 'config', 'history'}
+
+def test_cli_on_the_bundled_sample(tmp_path):
+    exe = Path(sys.executable).parent/'ecg_dml_pretrain'
+    r = subprocess.run([str(exe), '--epochs', '1', '--bs', '32', '--out', str(tmp_path/'cli')],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'kNN probe' in r.stdout and 'random init' in r.stdout and 'encoder saved to' in r.stdout
+    assert (tmp_path/'cli'/'encoder.pth').exists()
+    h = subprocess.run([str(exe), '--help'], capture_output=True, text=True)
+    assert h.returncode == 0 and '--method' in h.stdout and 'clocs-cmsc' in h.stdout
