@@ -14,7 +14,7 @@ export ECG_DML_SHARED := $(SHARED)
 .PHONY: help install demo test sync clean-check nbtest nbtest-slow pytest readme readme-check export clean wheel
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -hE '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(STAMP): requirements/dev.txt requirements/constraints.txt settings.ini setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,8 @@ readme-check: $(STAMP)  ## README.md is what nbs/index.ipynb produces
 
 wheel: $(STAMP)  ## build the wheel into dist/
 	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
+
+include docs/docs.mk
 
 clean:  ## remove build artefacts (keeps .venv)
 	rm -rf dist build *.egg-info _proc _docs .pytest_cache
