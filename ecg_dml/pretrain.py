@@ -4,7 +4,7 @@
 
 # %% ../nbs/41_pretrain.ipynb #45897ea8
 from __future__ import annotations
-import json, time
+import hashlib, json, time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -114,9 +114,11 @@ def resolve_data(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or 
     return st, st.meta
 
 # %% ../nbs/41_pretrain.ipynb #64db49ad
-def pretrain_split(meta:pd.DataFrame, valid_pct:float=0.1, seed:int=0) -> np.ndarray:
+def pretrain_split(meta:pd.DataFrame, valid_pct:float=0.1, seed:int=0,
+                   valid_folds=(9,), test_folds=(10,) # with a `strat_fold` column: the folds that validate / are held out
+                  ) -> np.ndarray:
     "'train'/'valid'/'test' for every row of `meta`"
-    if 'strat_fold' in meta: return fold_split(meta, valid_folds=(9,), test_folds=(10,)).to_numpy()
+    if 'strat_fold' in meta: return fold_split(meta, valid_folds=valid_folds, test_folds=test_folds).to_numpy()
     return patient_split(meta, valid_pct=valid_pct, test_pct=0., seed=seed).to_numpy()
 
 def _probe(signals, meta, split, max_n=2000, seed=0):
@@ -154,6 +156,7 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
              labels=None, # supdml: a column of the data's table or an array [N]
              out:str|Path='ecg_dml_run', # run folder: checkpoint, encoder, CSV log, store
              resume:bool=False, # continue from out/'checkpoint.pth' if it exists
+             split=None, # 'train'/'valid'/other per row of the data (other rows are not used); default `pretrain_split`
              seed:int=0, probe:bool=True, # log a kNN probe each epoch when labels for it exist (PTB-XL)
              n_workers:int=0, # DataLoader workers
              device=None, # default: `get_device()`
@@ -171,7 +174,11 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
     signals, meta = resolve_data(data, out, fs, seconds, progress=progress)
     y = _labels(labels, meta)
     if m.needs_labels and y is None: raise ValueError(f'method {method!r} needs labels= (a column name or an array)')
-    split = pretrain_split(meta, seed=seed)
+    if split is None: split = pretrain_split(meta, seed=seed)
+    else:
+        split = np.asarray(split).astype(str)
+        if len(split) != len(meta): raise ValueError(f'split has {len(split)} entries, the data {len(meta)} ECGs')
+        cfg['split_sha'] = hashlib.sha256(split.tobytes()).hexdigest()[:16]   # resume refuses another split
     tr, va = np.nonzero(split == 'train')[0], np.nonzero(split == 'valid')[0]
     ctx = {'labels': y}
     if method == 'dml-knn': ctx.update(_knn_graphs(signals, meta['ecg_id'].to_numpy(), tr, va, cfg))
