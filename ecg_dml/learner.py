@@ -16,13 +16,22 @@ from .core import BatchInfo, make_generator
 from .views import flatten_views
 
 # %% auto #0
-__all__ = ['MetricLearningCallback', 'knn_auroc', 'KNNProbe', 'save_checkpoint', 'load_checkpoint', 'EpochStats', 'Checkpoint',
-           'EpochLog', 'restore', 'FP32Loss', 'dml_learner']
+__all__ = ['rank_world', 'unwrap_model', 'MetricLearningCallback', 'knn_auroc', 'KNNProbe', 'save_checkpoint', 'load_checkpoint',
+           'EpochStats', 'Checkpoint', 'EpochLog', 'restore', 'FP32Loss', 'dml_learner', 'StepTimer']
 
 # %% ../nbs/40_learner.ipynb #5740b177
 def _seed_of(*ints) -> int:
     "A 63-bit seed from a tuple of ints (stable across processes and runs)"
     return int(np.random.SeedSequence([int(i) for i in ints]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+def rank_world() -> tuple[int, int]:
+    "`(rank, world_size)` of this process in the torch.distributed process group; `(0, 1)` outside one"
+    d = torch.distributed
+    return (d.get_rank(), d.get_world_size()) if d.is_available() and d.is_initialized() else (0, 1)
+
+def unwrap_model(m:nn.Module) -> nn.Module:
+    "The model inside a `DistributedDataParallel` (or `DataParallel`) wrapper; `m` itself otherwise"
+    return m.module if isinstance(m, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else m
 
 class MetricLearningCallback(Callback):
     "Builds views and a `BatchInfo` target from `(x, [y], ids)` batches, so the loss is called as `loss(emb, info)`"
@@ -38,6 +47,7 @@ class MetricLearningCallback(Callback):
             if hasattr(dl, 'set_epoch'): dl.set_epoch(self.epoch)
 
     def before_batch(self):
+        t0 = time.perf_counter()
         b = (*self.learn.xb, *self.learn.yb)
         x, ids = b[0], b[-1]
         if ids.ndim != 2 or ids.shape[1] != 2 or ids.dtype != torch.int64:
@@ -48,11 +58,13 @@ class MetricLearningCallback(Callback):
         info = BatchInfo(labels=y, record_ids=ids[:, 0], patient_ids=ids[:, 1], raw=x)
         if self.views is not None:
             it = self.iter if self.training else 10**9 + self.iter   # validation views differ from training ones
-            g = make_generator(_seed_of(self.seed, self.epoch, it), device=x.device)
+            rank, world = rank_world()    # data-parallel: every rank draws its own views
+            g = make_generator(_seed_of(self.seed, self.epoch, it, *([rank] if world > 1 else [])), device=x.device)
             x, sample, view = flatten_views(self.views(x, self.fs, generator=g))
             info = BatchInfo(labels=None if y is None else y[sample], record_ids=info.record_ids[sample],
                              patient_ids=info.patient_ids[sample], view_ids=view, sample_ids=sample, raw=info.raw)
         self.learn.xb, self.learn.yb = (x,), (info,)
+        self.seconds = time.perf_counter() - t0   # read by `StepTimer`
 
 # %% ../nbs/40_learner.ipynb #b9e45f7c
 from sklearn.metrics import roc_auc_score
@@ -82,7 +94,8 @@ class KNNProbe(Callback):
     def metric(self) -> ValueMetric: return ValueMetric(lambda: self.value, 'knn_auroc')
 
     def encoder(self):
-        return getattr(self.learn.model, 'encoder', self.learn.model)
+        m = unwrap_model(self.learn.model)
+        return getattr(m, 'encoder', m)
 
     def score(self) -> float:
         "The probe's AUROC for the model as it is now"
@@ -92,8 +105,8 @@ class KNNProbe(Callback):
         return knn_auroc(f(xtr), ytr, f(xte), yte, self.k)
 
     def before_fit(self): self.value = float('nan')
-    def after_validate(self):
-        if not self.training: self.value = self.score()
+    def after_validate(self):   # data-parallel: rank 0 scores (the weights are the same on every rank)
+        if not self.training: self.value = self.score() if rank_world()[0] == 0 else float('nan')
 
 # %% ../nbs/40_learner.ipynb #9c24358c
 def _rng_state() -> dict:
@@ -155,7 +168,7 @@ class Checkpoint(Callback):
 
     def state(self) -> dict:
         lf = self.learn.loss_func
-        return {'model': self.learn.model.state_dict(), 'opt': self.learn.opt.state_dict(),
+        return {'model': unwrap_model(self.learn.model).state_dict(), 'opt': self.learn.opt.state_dict(),
                 'loss': lf.state_dict() if isinstance(lf, nn.Module) else {},
                 'epoch': self.epoch, 'n_epoch': self.n_epoch, 'rng': _rng_state(), 'config': self.config,
                 'history': self.history}
@@ -164,7 +177,7 @@ class Checkpoint(Callback):
         row = getattr(self.learn, 'epoch_row', None)
         if row is None: return    # an epoch skipped on resume: nothing new to save
         self.history.append({'epoch': self.epoch, **row})
-        save_checkpoint(self.path, self.state())
+        if rank_world()[0] == 0: save_checkpoint(self.path, self.state())   # data-parallel: one writer
 
 class EpochLog(Callback):
     "Append a CSV row (epoch, mean train loss, valid loss, metrics, seconds) for every epoch trained"
@@ -172,7 +185,7 @@ class EpochLog(Callback):
     def __init__(self, path:str|Path): self.path = Path(path)
     def after_epoch(self):
         row = getattr(self.learn, 'epoch_row', None)
-        if row is None: return
+        if row is None or rank_world()[0] != 0: return
         new = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, 'a') as f:
@@ -233,3 +246,46 @@ def dml_learner(dls, # `ecg_dls(..., with_ids=True)`
     if mixed_precision: learn.to_fp16()
     if isinstance(loss, nn.Module): loss.to(dls.device)
     return learn
+
+# %% ../nbs/40_learner.ipynb #92f267c9
+import pandas as pd
+
+class StepTimer(Callback):
+    "Wall time of every training step, split into data, views, forward, loss (mining + loss), backward and optimizer"
+    order = 100   # after every other callback's before_batch (the views are made by then)
+    def __init__(self, skip:int=2): self.skip, self.rows = skip, []  # steps per epoch not counted (warm-up)
+    def _now(self):
+        if self.dls.device.type == 'cuda': torch.cuda.synchronize(self.dls.device)
+        return time.perf_counter()
+    def before_fit(self): self.rows = []
+    def before_train(self): self._end = self._now()
+    def before_batch(self):
+        if self.training: self._t = {'start': self._end, 'batch': self._now()}
+    def after_pred(self):
+        if self.training: self._t['pred'] = self._now()
+    def after_loss(self):
+        if self.training: self._t['loss'] = self._now()
+    def after_backward(self): self._t['backward'] = self._now()
+    def after_batch(self):
+        if not self.training: return
+        t, end = self._t, self._now()
+        if self.iter >= self.skip and 'backward' in t:
+            views = sum(getattr(c, 'seconds', 0.) for c in self.learn.cbs if isinstance(c, MetricLearningCallback))
+            info = self.learn.yb[0] if self.learn.yb else None
+            raw = getattr(info, 'raw', None)
+            self.rows.append({'data': t['batch'] - t['start'] - views, 'views': views, 'forward': t['pred'] - t['batch'],
+                              'loss': t['loss'] - t['pred'], 'backward': t['backward'] - t['loss'],
+                              'optimizer': end - t['backward'],
+                              'ecgs': len(raw) if raw is not None else len(self.learn.xb[0])})
+        self._end = end
+
+    def summary(self) -> pd.DataFrame:
+        "Mean seconds per step and share of the step for each part, and ECGs per second over the steps timed"
+        df = pd.DataFrame(self.rows)
+        if df.empty: raise ValueError('no training steps were timed (fewer steps per epoch than skip?)')
+        parts = df.drop(columns='ecgs'); total = parts.sum(1).sum()
+        out = pd.DataFrame({'seconds/step': parts.mean(), 'share': parts.sum() / total})
+        out.loc['step'] = [total / len(df), 1.0]
+        out.attrs.update(ecgs_per_s=df.ecgs.sum() / total, steps=len(df),
+                         outside_encoder=float(out.loc[['data', 'views', 'loss'], 'share'].sum()))
+        return out

@@ -23,7 +23,9 @@ from .metric.miners import (InputDistanceMiner, LabelMiner, ContinuousTargetMine
 from .metric.losses import MinedTripletLoss
 from .metric.contrastive import NTXent, CLOCSLoss, PCLRLoss
 from .views import simclr_views, threekg_views, clocs_segments, clocs_leads, clocs_segments_leads
-from .learner import dml_learner, KNNProbe, load_checkpoint, restore
+from .learner import dml_learner, KNNProbe, load_checkpoint, restore, rank_world
+from .distributed import init_distributed, distribute
+import torch.distributed as dist
 
 # %% auto #0
 __all__ = ['METHODS', 'Method', 'register_method', 'resolve_data', 'pretrain_split', 'pretrain', 'save_encoder', 'load_encoder',
@@ -166,12 +168,18 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
             ):
     "Pretrain an ECG encoder with `method`; returns the fastai Learner (the encoder is `learn.model.encoder`)"
     if method not in METHODS: raise ValueError(f'unknown method {method!r}; choose from {", ".join(sorted(METHODS))}')
-    m, out, device = METHODS[method], Path(out), get_device(device)
+    m, out = METHODS[method], Path(out)
+    device = init_distributed(device)      # joins the process group when torchrun / accelerate launch started us
+    rank, world = rank_world()
+    progress = progress and rank == 0
     out.mkdir(parents=True, exist_ok=True)
     cfg = dict(method=method, encoder=encoder, distance=distance, epochs=epochs, bs=bs, lr=lr, wd=wd, emb_dim=emb_dim,
-               fs=float(fs), seconds=float(seconds), seed=seed, encoder_kw=encoder_kw or {}, **(method_kw or {}))
+               fs=float(fs), seconds=float(seconds), seed=seed, world_size=world, encoder_kw=encoder_kw or {},
+               **(method_kw or {}))
     set_seed(seed)
+    if rank: dist.barrier()                # data-parallel: rank 0 builds the store first, the others then open it
     signals, meta = resolve_data(data, out, fs, seconds, progress=progress)
+    if world > 1 and not rank: dist.barrier()
     y = _labels(labels, meta)
     if m.needs_labels and y is None: raise ValueError(f'method {method!r} needs labels= (a column name or an array)')
     if split is None: split = pretrain_split(meta, seed=seed)
@@ -186,7 +194,7 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
     n_leads = signals.shape[1]
     dls = ecg_dls(signals, targets=y if m.needs_labels else None, split=(tr, va), bs=bs,
                   order=order, with_ids=True, record_ids=meta['ecg_id'].to_numpy(), patient_ids=meta['patient_id'].to_numpy(),
-                  seed=seed, num_workers=n_workers, device=device)
+                  seed=seed, num_workers=n_workers, device=device, rank=rank, world_size=world)
     enc = create_encoder(encoder, n_leads=1 if m.single_lead else n_leads, **cfg['encoder_kw'])
     cfg['n_leads'] = 1 if m.single_lead else int(n_leads)
     model = EmbeddingModel(enc, n_out=emb_dim).to(device)
@@ -195,6 +203,7 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
                         labels=m.needs_labels, seed=seed, probe=pr, checkpoint=out/'checkpoint.pth', config=cfg,
                         csv_log=out/'log.csv', lr=lr, wd=wd)
     learn.path, learn.pretrain_config = out, cfg
+    distribute(learn)                      # one process: nothing; several: gathered loss, DDP, rank-0 logging
     if not progress: learn.remove_cbs(learn.cbs.filter(lambda c: type(c).__name__ == 'ProgressCallback'))
     start = 0
     if resume and (out/'checkpoint.pth').exists():
@@ -202,12 +211,12 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
         if ck['config'] != json.loads(json.dumps(cfg)):
             raise ValueError(f'{out}/checkpoint.pth was written by another configuration: {ck["config"]}')
         restore(learn, ck); start = ck['epoch'] + 1
-        _rewrite_log(out/'log.csv', ck['history'])
-        print(f'resuming {method} from {out}/checkpoint.pth after epoch {start} of {epochs}')
-    elif (out/'log.csv').exists(): (out/'log.csv').unlink()
+        if not rank: _rewrite_log(out/'log.csv', ck['history'])
+        if not rank: print(f'resuming {method} from {out}/checkpoint.pth after epoch {start} of {epochs}')
+    elif (out/'log.csv').exists() and not rank: (out/'log.csv').unlink()
     if fit and start < epochs:
         learn.fit_one_cycle(epochs, lr, wd=wd, start_epoch=start)
-    if fit: save_encoder(learn, out/'encoder.pth')
+    if fit and not rank: save_encoder(learn, out/'encoder.pth')
     return learn
 
 # %% ../nbs/41_pretrain.ipynb #b7ca4f11
@@ -249,12 +258,15 @@ def ecg_dml_pretrain(
     learn = pretrain(data or sample_dir(), method=method, encoder=encoder, distance=distance, epochs=epochs, bs=bs,
                      lr=lr, labels=labels, out=out, resume=resume, seed=seed, device=device, fit=False)
     probe = next((c for c in learn.cbs if isinstance(c, KNNProbe)), None)
-    before = probe.score() if probe else None
+    rank, world = rank_world()
+    before = probe.score() if probe and not rank else None
     learn = pretrain(data or sample_dir(), method=method, encoder=encoder, distance=distance, epochs=epochs, bs=bs,
                      lr=lr, labels=labels, out=out, resume=resume, seed=seed, device=device)
+    if rank: return                        # data-parallel: rank 0 reports
     log = pd.read_csv(Path(out)/'log.csv')
-    n = learn.dls.train.n
-    print(f'\n{method} pretraining of {encoder}: {len(log)} epochs on {n} ECGs in {time.time() - t0:.0f} s')
+    n = learn.dls.train.n * world
+    procs = f' ({world} processes, global batch {bs * world})' if world > 1 else ''
+    print(f'\n{method} pretraining of {encoder}: {len(log)} epochs on {n} ECGs in {time.time() - t0:.0f} s{procs}')
     print(f'  train loss {log.train_loss.iloc[0]:.4f} -> {log.train_loss.iloc[-1]:.4f}, '
           f'valid loss {log.valid_loss.iloc[0]:.4f} -> {log.valid_loss.iloc[-1]:.4f}')
     if before is not None:
