@@ -17,7 +17,8 @@ from .views import flatten_views
 
 # %% auto #0
 __all__ = ['rank_world', 'unwrap_model', 'MetricLearningCallback', 'knn_auroc', 'KNNProbe', 'save_checkpoint', 'load_checkpoint',
-           'EpochStats', 'Checkpoint', 'EpochLog', 'restore', 'FP32Loss', 'dml_learner', 'StepTimer']
+           'EpochStats', 'Checkpoint', 'EpochLog', 'restore', 'FP32Loss', 'AccumulateGradients', 'dml_learner',
+           'StepTimer']
 
 # %% ../nbs/40_learner.ipynb #5740b177
 def _seed_of(*ints) -> int:
@@ -147,14 +148,14 @@ def load_checkpoint(path:str|Path, map_location='cpu') -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 class EpochStats(Callback):
-    "`learn.epoch_row`: the mean training loss of the epoch, then the Recorder's validation loss and metrics; `None` for an epoch skipped on resume"
+    "`learn.epoch_row`: the mean training loss of the epoch, then the Recorder's validation loss and metrics; `None` for an epoch skipped on resume or run by `lr_find`"
     order = 52   # after the Recorder (50) has the epoch's values
     def before_epoch(self): self.learn.epoch_row, self._sum, self._n, self._ran, self._t0 = None, 0., 0, False, time.time()
     def before_train(self): self._ran = True
     def after_batch(self):
         if self.training and self._ran: self._sum += float(self.learn.loss.detach()); self._n += 1
     def after_epoch(self):
-        if not self._ran: return
+        if not self._ran or getattr(self.learn, 'lr_finder', None) is not None: return   # lr_find is not training
         names = list(self.learn.recorder.metric_names[1:-1])
         vals = [float(v) if isinstance(v, (int, float, np.floating)) else float('nan') for v in self.learn.recorder.values[-1]]
         if names and names[0] == 'train_loss': vals[0] = self._sum / max(self._n, 1)   # exact mean, not fastai's smoothed loss
@@ -215,6 +216,20 @@ class FP32Loss(nn.Module):
     @property
     def stats(self): return getattr(self.loss, 'stats', {})
 
+from fastai.callback.training import GradientAccumulation
+from fastai.torch_core import find_bs
+
+class AccumulateGradients(GradientAccumulation):
+    "Step the optimizer every `n` batches, with the mean gradient of those batches; a leftover is stepped at epoch end"
+    order = -1   # before GradientClip (0): clip the accumulated gradient, not each batch's
+    def __init__(self, n:int=2): super().__init__(n_acc=0); self.n = n  # batches per optimizer step
+    def after_loss(self):
+        if not self.n_acc: self.n_acc = self.n * find_bs(self.learn.yb)   # fastai counts rows: n batches of rows
+        super().after_loss()
+    def after_train(self):   # epochs stay self-contained (a resumed run continues exactly)
+        if self.count:
+            self.learn.opt.step(); self.learn.opt.zero_grad(); self.count = 0
+
 def _splitter_with(loss):
     extra = list(loss.parameters()) if isinstance(loss, nn.Module) else []
     return lambda m: [list(m.parameters()) + extra]
@@ -231,12 +246,14 @@ def dml_learner(dls, # `ecg_dls(..., with_ids=True)`
                 config:dict|None=None, # stored in the checkpoint
                 csv_log:str|Path|None=None, # write the epoch table (loss, probe, time) to this CSV file
                 clip:float|None=1.0, # gradient norm clipping (None: off)
+                accumulate:int=1, # optimizer step every `accumulate` batches (mining still sees one batch)
                 mixed_precision:bool|None=None, # None: on when the model trains on CUDA
                 opt_func=Adam, lr:float=1e-3, wd:float|None=None, cbs=None, **kwargs) -> Learner:
     "A fastai Learner that trains `model` with metric-learning `loss` (views and `BatchInfo` built on the device)"
     loss = loss if isinstance(loss, FP32Loss) else FP32Loss(loss) if isinstance(loss, nn.Module) else loss
     cbs = [MetricLearningCallback(views, fs, labels, seed), TerminateOnNaNCallback(), EpochStats()] + list(cbs or [])
     if clip: cbs.append(GradientClip(clip))
+    if accumulate > 1: cbs.append(AccumulateGradients(accumulate))
     if probe is not None: cbs.append(probe)
     if checkpoint is not None: cbs.append(Checkpoint(checkpoint, config))
     if csv_log is not None: cbs.append(EpochLog(csv_log))

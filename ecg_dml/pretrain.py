@@ -29,7 +29,7 @@ import torch.distributed as dist
 
 # %% auto #0
 __all__ = ['METHODS', 'Method', 'register_method', 'resolve_data', 'pretrain_split', 'pretrain', 'save_encoder', 'load_encoder',
-           'ecg_dml_pretrain']
+           'plot_log', 'ecg_dml_pretrain']
 
 # %% ../nbs/41_pretrain.ipynb #bddf22e1
 @dataclass
@@ -152,7 +152,10 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
              method:str='dml', # a name in `METHODS`
              encoder:str='resnet1d18', # a name known to `create_encoder`
              distance:str='euclidean', # input distance for DML mining ('euclidean', 'correlation', 'cosine', ...)
-             epochs:int=10, bs:int=64, lr:float=1e-3, wd:float|None=None,
+             epochs:int=10, bs:int=64, # batch per process (data-parallel: the global batch is bs x processes)
+             lr:float=1e-3, wd:float|None=None,
+             accumulate:int=1, # optimizer step every `accumulate` batches (mining still sees one batch)
+             clip:float|None=1.0, # gradient norm clipping (None: off)
              emb_dim:int=128, # embedding size (projection head output)
              fs:float=100, seconds:float=10, # rate and length the ECGs are stored and trained at
              labels=None, # supdml: a column of the data's table or an array [N]
@@ -174,6 +177,7 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
     progress = progress and rank == 0
     out.mkdir(parents=True, exist_ok=True)
     cfg = dict(method=method, encoder=encoder, distance=distance, epochs=epochs, bs=bs, lr=lr, wd=wd, emb_dim=emb_dim,
+               **({'accumulate': accumulate} if accumulate > 1 else {}), **({'clip': clip} if clip != 1.0 else {}),
                fs=float(fs), seconds=float(seconds), seed=seed, world_size=world, encoder_kw=encoder_kw or {},
                **(method_kw or {}))
     set_seed(seed)
@@ -201,7 +205,7 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
     pr = _probe(signals, meta, split, seed=seed) if probe and not m.single_lead else None
     learn = dml_learner(dls, model, m.make_loss(cfg, ctx), views=m.views(cfg) if m.views else None, fs=fs,
                         labels=m.needs_labels, seed=seed, probe=pr, checkpoint=out/'checkpoint.pth', config=cfg,
-                        csv_log=out/'log.csv', lr=lr, wd=wd)
+                        csv_log=out/'log.csv', lr=lr, wd=wd, clip=clip, accumulate=accumulate)
     learn.path, learn.pretrain_config = out, cfg
     distribute(learn)                      # one process: nothing; several: gathered loss, DDP, rank-0 logging
     if not progress: learn.remove_cbs(learn.cbs.filter(lambda c: type(c).__name__ == 'ProgressCallback'))
@@ -237,6 +241,25 @@ def load_encoder(path:str|Path, # `encoder.pth` or `checkpoint.pth` of a run (or
     enc = create_encoder(cfg['encoder'], n_leads=cfg['n_leads'], **cfg.get('encoder_kw', {}))
     enc.load_state_dict(sd)
     return enc.to(get_device(device)).eval(), cfg
+
+# %% ../nbs/41_pretrain.ipynb #e3252758
+import matplotlib.pyplot as plt
+
+def plot_log(run, # a run folder (with log.csv) or a log.csv path
+             title:str|None=None):
+    "Training and validation loss, and the kNN probe when logged, per epoch of a pretraining run"
+    path = Path(run); path = path/'log.csv' if path.is_dir() else path
+    log = pd.read_csv(path)
+    probe = 'knn_auroc' in log and log.knn_auroc.notna().any()
+    fig, axs = plt.subplots(1, 2 if probe else 1, figsize=(9 if probe else 4.5, 3.2), squeeze=False)
+    ax = axs[0, 0]
+    ax.plot(log.epoch, log.train_loss, 'o-', label='train'); ax.plot(log.epoch, log.valid_loss, 's--', label='valid')
+    ax.set(xlabel='epoch', ylabel='loss', title=title or path.parent.name); ax.legend()
+    if probe:
+        axs[0, 1].plot(log.epoch, log.knn_auroc, 'o-', color='C2')
+        axs[0, 1].set(xlabel='epoch', ylabel='kNN AUROC (NORM vs abnormal)', title='representation probe')
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/41_pretrain.ipynb #7c04e8f4
 @call_parse
