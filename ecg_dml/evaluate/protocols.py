@@ -5,7 +5,7 @@
 # %% ../../nbs/51_evaluate.protocols.ipynb #e646dd26
 from __future__ import annotations
 import ast, copy, hashlib, json, tempfile, warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +32,8 @@ from .subgroups import subgroups, subgroup_metrics, forest_plot
 # %% auto #0
 __all__ = ['TASKS', 'PROTOCOLS', 'FRACTIONS', 'MIN_REGRESSION', 'EvaluateError', 'task_targets', 'cv_splits', 'fraction_order',
            'label_fractions', 'linear_probe', 'KeepBest', 'seeded', 'fit_model', 'run_protocol', 'load_checkpoint',
-           'random_like', 'resolve_encoder', 'load_data', 'EvalResults', 'evaluate', 'plot_learning_curves',
-           'ecg_dml_evaluate']
+           'random_like', 'resolve_encoder', 'PerLeadEncoder', 'match_leads', 'load_data', 'EvalResults', 'evaluate',
+           'plot_learning_curves', 'load_results', 'merge_results', 'ecg_dml_evaluate']
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #a452e0a4
 TASKS = {'superdiagnostic': 'multilabel', 'norm_vs_abnormal': 'binary', 'age': 'regression'}  # task -> kind
@@ -295,6 +295,20 @@ def resolve_encoder(spec, # registered name, checkpoint path or nn.Module
         with seeded(seed): return create_encoder(arch, **kw)
     return label, enc, factory, cfg
 
+# %% ../../nbs/51_evaluate.protocols.ipynb #fa774350
+class PerLeadEncoder(nn.Module):
+    "A one-lead encoder applied to every lead of `[B, leads, T]` ECGs, its features averaged over the leads"
+    def __init__(self, encoder:nn.Module): # maps [B, 1, T] -> [B, n_features]
+        super().__init__(); self.encoder, self.n_features = encoder, encoder.n_features
+    def forward(self, x):
+        B, L, T = x.shape
+        return self.encoder(x.reshape(B * L, 1, T)).reshape(B, L, -1).mean(1)
+
+def match_leads(encoder:nn.Module|None, n_leads:int) -> nn.Module|None:
+    "`encoder`, wrapped in a `PerLeadEncoder` when it takes one lead and the data have `n_leads` > 1"
+    if encoder is not None and getattr(encoder, 'n_leads', n_leads) == 1 and n_leads > 1: return PerLeadEncoder(encoder)
+    return encoder
+
 # %% ../../nbs/51_evaluate.protocols.ipynb #888e77ec
 def load_data(data=None, # ECGStore, store folder, PTB-XL root, (signals, metadata) or None (the bundled sample)
               fs:float=100, seconds:float=10, # store format when a PTB-XL root must be converted
@@ -342,6 +356,19 @@ def _headline(r:pd.DataFrame) -> pd.DataFrame:
 
 def _retrieval_labels(task, y, classes):
     return ['+'.join(c for c, v in zip(classes, r) if v) or 'none' for r in y] if task == 'superdiagnostic' else y[:, 0]
+
+def _pooled_rows(key, y, p, classes, n_boot, seed, n_train, meta_rows=None):
+    "Metric rows of the pooled out-of-fold predictions (fold 0), and their subgroup table when `meta_rows` are given"
+    rows = _metric_rows({**key, 'fold': 0}, y, p, classes, n_boot, seed, n_train)
+    sub = None if meta_rows is None else _subgroup_rows(key, meta_rows, y, p, classes, n_boot, seed)
+    return rows, sub
+
+def _retrieval_rows(enc_label, seed, task, feats, y, classes, n_boot) -> list[dict]:
+    rm = retrieval_metrics(feats, _retrieval_labels(task, y, classes), n_boot=n_boot, seed=seed)
+    key = dict(encoder=enc_label, protocol='retrieval', task=task, fraction=np.nan, seed=seed, fold=0)
+    return [{**key, 'metric': q.metric, 'target': 'retrieval', 'value': q.value, 'ci_low': q.ci_low,
+             'ci_high': q.ci_high, 'n_train': 0, 'n_test': q.n, 'n_skipped': q.n_skipped, 'status': 'ok'}
+            for q in rm.itertuples()]
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #241353fb
 @dataclass
@@ -403,7 +430,7 @@ class _Rows:
         return self.data.get_batch(r) if hasattr(self.data, 'get_batch') else np.asarray(self.data[r], np.float32)
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #5a753155
-def evaluate(encoder, # registered encoder name (random init only), checkpoint path, or nn.Module
+def evaluate(encoder, # registered encoder name (random init only), checkpoint path, nn.Module, or {test fold: one of these}
              data=None, # see `load_data` (default: the bundled 250-record sample)
              tasks:Sequence[str]=tuple(TASKS), # keys of `TASKS`
              protocols:Sequence[str]=('linear',), # from `PROTOCOLS`
@@ -424,10 +451,21 @@ def evaluate(encoder, # registered encoder name (random init only), checkpoint p
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad: raise EvaluateError(f'unknown protocol(s) {bad}; known: {", ".join(PROTOCOLS)}')
     signals, meta = load_data(data)
+    if isinstance(encoder, Mapping):   # one encoder per test fold: evaluate each on its fold, then pool
+        if test_folds is not None and set(test_folds) != set(encoder):
+            raise EvaluateError(f'test_folds {sorted(test_folds)} differ from the folds of the encoders {sorted(encoder)}')
+        kw = dict(tasks=tasks, protocols=protocols, fractions=fractions, seeds=seeds, cv=cv, random_init=random_init,
+                  arch=arch, encoder_kwargs=encoder_kwargs, name=name or 'pretrained', epochs=epochs, bs=bs, lr=lr,
+                  lr_div=lr_div, patience=patience, mlp_epochs=mlp_epochs, mlp_lr=mlp_lr, n_boot=n_boot,
+                  retrieval=retrieval, subgroup_fraction=subgroup_fraction, probe_kw=probe_kw, device=device,
+                  embed_bs=embed_bs, verbose=verbose)
+        return merge_results([evaluate(spec, (signals, meta), test_folds=(k,), **kw) for k, spec in sorted(encoder.items())])
     for c in ('strat_fold',):
         if c not in meta: raise EvaluateError(f'the metadata has no {c!r} column (needed for the folds)')
     ids = meta['ecg_id'].to_numpy() if 'ecg_id' in meta else np.arange(len(meta))
-    label, enc, factory, ck_cfg = resolve_encoder(encoder, arch, encoder_kwargs, name)
+    label, enc, factory0, ck_cfg = resolve_encoder(encoder, arch, encoder_kwargs, name)
+    n_leads = signals.shape[1]
+    enc, factory = match_leads(enc, n_leads), lambda s: match_leads(factory0(s), n_leads)
     if 'fs' in ck_cfg and getattr(signals, 'fs', ck_cfg['fs']) != ck_cfg['fs']:
         warnings.warn(f"the encoder was pretrained at {ck_cfg['fs']:g} Hz, the data are at {signals.fs:g} Hz")
     encs = ([(label, enc)] if enc is not None else []) + ([('random-init', None)] if random_init or enc is None else [])
@@ -453,17 +491,11 @@ def evaluate(encoder, # registered encoder name (random init only), checkpoint p
                 res += r; preds += p
                 for (proto, frac), parts in pooled.items():
                     te = np.concatenate([t for t, _, _ in parts]); pp = np.concatenate([q for _, q, _ in parts])
-                    key = dict(encoder=enc_label, protocol=proto, task=task, fraction=frac, seed=seed, fold=0)
-                    res += _metric_rows(key, y[te], pp, classes, n_boot, seed, int(round(np.mean([n for *_, n in parts]))))
-                    if subgroup_fraction is not None and frac == subgroup_fraction:
-                        subs.append(_subgroup_rows({k: v for k, v in key.items() if k != 'fold'}, meta.iloc[rows[te]],
-                                                   y[te], pp, classes, n_boot, seed))
-                if retrieval and kind != 'regression':
-                    rm = retrieval_metrics(feats[rows], _retrieval_labels(task, y, classes), n_boot=n_boot, seed=seed)
-                    key = dict(encoder=enc_label, protocol='retrieval', task=task, fraction=np.nan, seed=seed, fold=0)
-                    res += [{**key, 'metric': q.metric, 'target': 'retrieval', 'value': q.value, 'ci_low': q.ci_low,
-                             'ci_high': q.ci_high, 'n_train': 0, 'n_test': q.n, 'n_skipped': q.n_skipped, 'status': 'ok'}
-                            for q in rm.itertuples()]
+                    key = dict(encoder=enc_label, protocol=proto, task=task, fraction=frac, seed=seed)
+                    r_, s_ = _pooled_rows(key, y[te], pp, classes, n_boot, seed, int(round(np.mean([n for *_, n in parts]))),
+                                          meta.iloc[rows[te]] if subgroup_fraction is not None and frac == subgroup_fraction else None)
+                    res += r_; subs += [] if s_ is None else [s_]
+                if retrieval and kind != 'regression': res += _retrieval_rows(enc_label, seed, task, feats[rows], y, classes, n_boot)
     results = pd.DataFrame(res).reindex(columns=_COLS)
     many = results[results.n_skipped > 0.1 * n_boot]
     if len(many): warnings.warn(f'{len(many)} of {len(results)} result rows skipped > 10 % of their bootstrap resamples '
@@ -471,7 +503,7 @@ def evaluate(encoder, # registered encoder name (random init only), checkpoint p
     cfg = dict(encoder=str(label or encoder), tasks=list(tasks), protocols=list(protocols), fractions=list(fractions),
                seeds=list(seeds), cv=cv, test_folds=None if test_folds is None else list(test_folds), epochs=epochs,
                bs=bs, lr=lr, lr_div=lr_div, patience=patience, mlp_epochs=mlp_epochs, mlp_lr=mlp_lr, n_boot=n_boot,
-               n_records=len(meta))
+               retrieval=retrieval, subgroup_fraction=subgroup_fraction, n_records=len(meta))
     return EvalResults(results, pd.concat(preds, ignore_index=True) if preds else pd.DataFrame(),
                        pd.concat(subs, ignore_index=True) if subs else pd.DataFrame(), embs, cfg,
                        meta.reindex(columns=['ecg_id', 'patient_id', 'age', 'sex', 'strat_fold', 'superdiagnostic']))
@@ -531,13 +563,16 @@ def plot_embedding_map(self:EvalResults, encoder:str, seed:int|None=None, **kw):
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #78340763
 @patch
-def save(self:EvalResults, out:str|Path, plots:bool=True) -> list[Path]:
-    "Write results/predictions/subgroups CSVs, config.json, features (.npz) and, with `plots`, PNGs into `out`"
+def save(self:EvalResults, out:str|Path, plots:bool=True,
+         features:bool=True # write the frozen features (.npz)
+        ) -> list[Path]:
+    "Write results/predictions/subgroups/meta CSVs, config.json, features (.npz) and, with `plots`, PNGs into `out`"
     out = Path(out); out.mkdir(parents=True, exist_ok=True); files = []
-    for name in ('results', 'predictions', 'subgroups'):
+    for name in ('results', 'predictions', 'subgroups', 'meta'):
         getattr(self, name).to_csv(out/f'{name}.csv', index=False); files.append(out/f'{name}.csv')
     (out/'config.json').write_text(json.dumps(self.config, indent=1, default=str)); files.append(out/'config.json')
-    for (enc, seed), e in self.embeddings.items(): files.append(e.save(out/f'features_{_safe(enc)}_seed{seed}.npz'))
+    if features:
+        for (enc, seed), e in self.embeddings.items(): files.append(e.save(out/f'features_{_safe(enc)}_seed{seed}.npz'))
     if not plots: return files
     def _png(ax_or_axes, name):
         fig = np.ravel(ax_or_axes)[0].figure; fig.savefig(out/name, dpi=110, bbox_inches='tight'); plt.close(fig)
@@ -552,6 +587,78 @@ def save(self:EvalResults, out:str|Path, plots:bool=True) -> list[Path]:
     for enc, seed in self.embeddings:
         if seed == self.config['seeds'][0]: _png(self.plot_embedding_map(enc, seed), f'embedding_map_{_safe(enc)}.png')
     return files
+
+# %% ../../nbs/51_evaluate.protocols.ipynb #91db09bd
+def _read_csv(path:Path) -> pd.DataFrame:
+    try: t = pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError): return pd.DataFrame()
+    return pd.DataFrame() if t.empty and list(t.columns) in ([], ['Unnamed: 0']) else t
+
+def load_results(folder:str|Path # written by `EvalResults.save`
+                ) -> EvalResults:
+    "An `EvalResults` from the files `EvalResults.save` wrote"
+    f = Path(folder)
+    if not (f/'results.csv').exists() or not (f/'config.json').exists():
+        raise EvaluateError(f'{f}: no results.csv / config.json, not a folder written by EvalResults.save')
+    embs = {}
+    for p in sorted(f.glob('features_*.npz')):
+        e = Embeddings.load(p); embs[(e.info.get('encoder'), int(e.info.get('seed', 0)))] = e
+    return EvalResults(_read_csv(f/'results.csv'), _read_csv(f/'predictions.csv'), _read_csv(f/'subgroups.csv'), embs,
+                       json.loads((f/'config.json').read_text()), _read_csv(f/'meta.csv'))
+
+# %% ../../nbs/51_evaluate.protocols.ipynb #f4ce3c32
+def _oof_embeddings(parts, meta) -> dict:
+    "(encoder, seed) -> Embeddings of every tested record by the part (encoder) that tested it"
+    keys = set.intersection(*[set(p.embeddings) for p in parts]) if parts else set()
+    out = {}
+    for key in keys:
+        ids, vals = [], []
+        for p in parts:
+            folds = p.results.fold[p.results.fold > 0].unique()
+            tid = meta.ecg_id[meta.strat_fold.isin(folds)].to_numpy()
+            ids.append(tid); vals.append(p.embeddings[key].loc(tid))
+        out[key] = Embeddings(np.concatenate(ids), np.concatenate(vals), {**parts[0].embeddings[key].info, 'out_of_fold': True})
+    return out
+
+def merge_results(parts:Sequence[EvalResults], # evaluations of disjoint test folds, e.g. one per fold's encoder
+                  retrieval:bool|None=None, # recompute retrieval on out-of-fold features (default: as the parts did)
+                  subgroup_fraction:float|None|str='config' # subgroups at this fraction (default: the parts' setting)
+                 ) -> EvalResults:
+    "One `EvalResults` from evaluations of disjoint test folds: per-fold rows kept, pooled rows/subgroups/retrieval recomputed"
+    if not parts: raise EvaluateError('merge_results needs at least one EvalResults')
+    folds = [set(p.results.fold[p.results.fold > 0].astype(int)) for p in parts]
+    seen = set()
+    for f in folds:
+        if f & seen: raise EvaluateError(f'test fold(s) {sorted(f & seen)} appear in more than one part')
+        seen |= f
+    cfg, meta = dict(parts[0].config), parts[0].meta
+    n_boot, sf = cfg['n_boot'], cfg.get('subgroup_fraction', 1.0) if subgroup_fraction == 'config' else subgroup_fraction
+    per = pd.concat([p.results[p.results.fold > 0] for p in parts], ignore_index=True)
+    preds = pd.concat([p.predictions for p in parts], ignore_index=True).sort_values('fold', kind='stable')
+    by_id = meta.set_index('ecg_id')
+    keys = ['encoder', 'protocol', 'task', 'fraction', 'seed']
+    trained = per[~per.status.astype(str).str.startswith('undefined')].groupby(keys + ['fold'], sort=False).n_train.first().sort_index()
+    res, subs = [per], []
+    for kv, g in preds.groupby(keys, sort=False):
+        key = dict(zip(keys, kv)); classes = list(dict.fromkeys(g.target)); C = len(classes)
+        ids = g.ecg_id.to_numpy()[::C]
+        n_train = int(round(trained.loc[kv].mean()))
+        rows = by_id.loc[ids].reset_index() if sf is not None and key['fraction'] == sf else None
+        r_, s_ = _pooled_rows(key, g.y.to_numpy().reshape(-1, C), g.pred.to_numpy().reshape(-1, C), classes, n_boot,
+                              int(key['seed']), n_train, rows)
+        res.append(pd.DataFrame(r_)); subs += [] if s_ is None else [s_]
+    embs = _oof_embeddings(parts, meta)
+    if (cfg.get('retrieval', True) if retrieval is None else retrieval) and embs:
+        for (enc, seed), e in embs.items():
+            for task in cfg['tasks']:
+                rows, y, classes, kind = task_targets(meta, task)
+                keep = np.isin(meta.ecg_id.to_numpy()[rows], e.ids)
+                if kind != 'regression' and keep.any():
+                    res.append(pd.DataFrame(_retrieval_rows(enc, seed, task, e.loc(meta.ecg_id.to_numpy()[rows][keep]),
+                                                            y[keep], classes, n_boot)))
+    cfg['test_folds'], cfg['subgroup_fraction'] = sorted(seen), sf
+    return EvalResults(pd.concat(res, ignore_index=True).reindex(columns=_COLS), preds.reset_index(drop=True),
+                       pd.concat(subs, ignore_index=True) if subs else pd.DataFrame(), embs, cfg, meta)
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #f4cb1dbd
 def _csv(s, cast=str) -> list|None:
