@@ -28,7 +28,13 @@ demo: $(STAMP)  ## pretrain an encoder with self-supervised DML on the bundled r
 	$(BIN)/ecg_dml_info --n_read 20
 	$(BIN)/ecg_dml_pretrain --out demo_run
 
-test: $(STAMP) sync clean-check readme-check nbtest pytest  ## everything CI checks
+# `make test` runs every notebook once, top to bottom, as the docs build: each notebook is executed afresh (no
+# cache) in its own process, cells flagged slow/cuda and `#| eval: false` skipped as nbdev_test skips them, and any
+# cell error fails the build, naming the notebook and cell; the site is then built with warnings as errors. pytest
+# runs the suite, tests/test_docs.py included (the built site in headless Chromium). `make nbtest` is nbdev_test's
+# own run of the notebooks, kept for working on notebooks without the site.
+test: $(STAMP) sync clean-check readme-check docs-deps docs-fresh  ## everything CI checks: sync, clean, README, every notebook run (docs build, -W), pytest + browser test
+	ECG_DML_DOCS_TEST=1 ECG_DML_DOCS_PREBUILT=1 $(BIN)/pytest -q tests
 	@echo "make test: all checks passed"
 
 sync: $(STAMP)  ## notebooks and generated modules agree (nbdev_export changes nothing)
@@ -49,7 +55,7 @@ nbtest: $(STAMP)  ## run every notebook top to bottom (cells flagged slow/cuda s
 nbtest-slow: $(STAMP)  ## run every notebook including cells flagged slow
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing --flags slow
 
-pytest: $(STAMP)  ## the pytest suite in tests/
+pytest: $(STAMP)  ## the pytest suite in tests/ (without the docs browser test: `make docs-test`)
 	$(BIN)/pytest -q tests
 
 export: $(STAMP)  ## regenerate ecg_dml/ from nbs/ and clean the notebooks

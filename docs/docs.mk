@@ -1,7 +1,8 @@
 # The documentation site (issue 9): included from the Makefile, which defines PY, BIN and STAMP.
 # `make docs` executes the notebooks that changed since the last build (cached in docs/_build/exec), converts them
 # for Sphinx and builds docs/_build/html with warnings as errors; `make docs-test` opens it in headless Chromium.
-.PHONY: docs docs-test docs-serve docs-deps docs-clean
+# `make test` uses `docs-fresh` (every notebook executed again: a cached result is not a run) and `docs-deps`.
+.PHONY: docs docs-fresh docs-test docs-serve docs-deps docs-clean
 
 DOCS_JOBS ?= 2
 DOCS_PORT ?= 8000
@@ -11,8 +12,12 @@ $(DOCS_STAMP): $(STAMP) requirements/docs.txt requirements/constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements/docs.txt -c requirements/constraints.txt
 	@touch $(DOCS_STAMP)
 
+# One thread per notebook process (as `make nbtest`): DOCS_JOBS processes share the cores instead of oversubscribing them.
 docs: $(DOCS_STAMP)  ## build the documentation site from nbs/ into docs/_build/html (Sphinx -W; cached executions)
-	$(PY) scripts/build_docs.py --jobs $(DOCS_JOBS)
+	OMP_NUM_THREADS=1 $(PY) scripts/build_docs.py --jobs $(DOCS_JOBS)
+
+docs-fresh: $(DOCS_STAMP)  ## the same, executing every notebook again (no cache): the notebook run of `make test`
+	OMP_NUM_THREADS=1 $(PY) scripts/build_docs.py --jobs $(DOCS_JOBS) --force
 
 docs-deps:  ## install Debian's chromium and chromium-driver (the browser test's), when missing
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \

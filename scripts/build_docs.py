@@ -6,7 +6,8 @@ nbdev renders its site with Quarto, which cannot be installed here. This builds 
 
 1. **execute** each notebook once, top to bottom, with nbdev's own docs processors around the run (front matter,
    a `show_doc` cell after every exported symbol, `#| hide` / `#| export` removal, backtick links). Cells are skipped
-   as `nbdev_test` skips them (flags from settings.ini `tst_flags`, `#| eval: false`). One fresh process per notebook,
+   as `nbdev_test` skips them (flags from settings.ini `tst_flags`, `#| eval: false`), with the repository first on
+   `sys.path` as `nbdev_test` puts it — so `make test` runs this instead of `nbdev_test`. One fresh process per notebook,
    `--jobs` at a time; results are cached in docs/_build/exec, keyed by the notebook, every file of the package,
    settings.ini, the nbdev/execnb versions and EXEC_VERSION below. A failing cell fails the build, naming the cell.
 2. **convert** what is left of Quarto into plain MyST notebooks in docs/_build/src: the front-matter cell becomes the
@@ -27,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO/'docs'/'_build'
 # Bump when step 1 (execution + nbdev processing) changes, so cached executions are redone.
-EXEC_VERSION = '2'
+EXEC_VERSION = '3'
 # Sidebar sections by the notebooks' tens digit (DESIGN.md's numbering); anything else goes under 'More'.
 SECTIONS = {0: 'Core and data', 1: 'Augmentations and views', 2: 'Models', 3: 'Metric learning', 4: 'Training',
             5: 'Evaluation', 9: 'Tutorials'}
@@ -77,6 +78,7 @@ def exec_notebook(src, dst, timeout=600):
     from nbdev.process import NBProcessor
     os.environ['IN_TEST'] = '1'
     cfg = _config()
+    if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))   # this checkout's package first, as nbdev_test does
     src, dst = Path(src), Path(dst)
     nb = read_nb(src)
     skip_flags = set(cfg.get('tst_flags', '').split())

@@ -15,6 +15,7 @@ def shared():
 @pytest.fixture(scope='session')
 def repo(): return REPO
 
-# The docs site's browser test builds the whole site (it executes every notebook) and needs Sphinx and Chromium:
-# it runs under `make docs-test` (ECG_DML_DOCS_TEST=1), not in the default suite, until `make test` builds the docs.
+# The docs site's browser test needs the built site (building it executes every notebook), Sphinx and Chromium:
+# `make test` and `make docs-test` build the site first and run it (ECG_DML_DOCS_TEST=1); a bare `pytest tests`
+# leaves it out rather than executing every notebook from inside pytest.
 collect_ignore = [] if os.environ.get('ECG_DML_DOCS_TEST') else ['test_docs.py']

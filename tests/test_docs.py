@@ -126,6 +126,7 @@ def test_every_page_renders_cleanly(site, browser):
         lines = [l.strip() for l in text.splitlines()]
         assert not [l for l in lines if l.startswith('#|')], f'{name}: raw `#|` directive shown'
         assert '---' not in lines, f'{name}: raw front matter or show_doc `---` shown'
+        assert not [l for l in lines if l.startswith(':::')], f'{name}: a raw callout fence (:::) shown'
         title = h1[0].text.strip()
         fm = [l for l in lines if l.startswith('output-file:') or l in (f'title: {title}', f'title: "{title}"')]
         assert not fm, f'{name}: front matter shown: {fm}'
@@ -182,6 +183,30 @@ def test_tutorial_page(site, browser):
     assert caps[-1].lower() == 'tutorials', caps
     _scroll_to(browser, imgs[0])
     browser.save_screenshot(str(SHOTS/'tutorial_your_wfdb.png'))
+
+def test_ptbxl_tutorial_page(site, browser):
+    "The end-to-end tutorial is the first tutorial and shows what it ran: pretraining log, results tables, plots"
+    pages = [name for _, name in _pages()]
+    assert pages.index('tutorial.ptbxl') == min(i for i, n in enumerate(pages) if n.startswith('tutorial.')), pages
+    browser.get(site + 'tutorial.ptbxl.html')
+    text = _article_text(browser)
+    assert text.startswith('End to end on PTB-XL'), text[:200]
+    # the callout became an admonition (rendered as a box, not as `:::` text)
+    adm = _css(browser, 'article .admonition')
+    assert adm and 'not enough to tell whether pretraining helps' in adm[0].text, [a.text[:100] for a in adm]
+    # its outputs: the pretraining log, the summary with both encoders, the paired differences
+    tables = [t.text for t in _css(browser, 'article .cell_output table')]
+    assert any('knn_auroc' in t and 'train_loss' in t for t in tables), 'no pretraining log table'
+    assert any('pretrained' in t and 'random-init' in t and 'superdiagnostic' in t for t in tables), 'no summary table'
+    assert any('p_value' in t and 'diff' in t for t in tables), 'no paired-difference table'
+    assert re.search(r'pretraining \d+ s, evaluation \d+ s', text), 'the timing line is missing'
+    assert re.search(r'\d+ of \d+ paired 95 % intervals', text)
+    # the full-PTB-XL cell is shown as code (eval: false), without output
+    assert "cv='standard'" in text and 'ecg_dml_evaluate --encoder runs/dml/encoder.pth' in text
+    imgs = _css(browser, 'article .cell_output img')
+    assert len(imgs) >= 3 and all(browser.execute_script('return arguments[0].naturalWidth > 100', i) for i in imgs)
+    _scroll_to(browser, imgs[1])
+    browser.save_screenshot(str(SHOTS/'tutorial_ptbxl.png'))
 
 def test_search(site, browser):
     "The search page finds build_store's section (the index is built and loads)"
