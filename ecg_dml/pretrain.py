@@ -208,7 +208,9 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
                         csv_log=out/'log.csv', lr=lr, wd=wd, clip=clip, accumulate=accumulate)
     learn.path, learn.pretrain_config = out, cfg
     distribute(learn)                      # one process: nothing; several: gathered loss, DDP, rank-0 logging
-    if not progress: learn.remove_cbs(learn.cbs.filter(lambda c: type(c).__name__ == 'ProgressCallback'))
+    if not progress:   # no bars and no printed epoch rows (log.csv has them)
+        learn.remove_cbs(learn.cbs.filter(lambda c: type(c).__name__ == 'ProgressCallback'))
+        learn.logger = lambda *a, **k: None
     start = 0
     if resume and (out/'checkpoint.pth').exists():
         ck = load_checkpoint(out/'checkpoint.pth', map_location=device)
