@@ -19,6 +19,9 @@ machine), report.md (all tables in one page). <out>/work/ holds checkpoints and 
 Examples:
   python benchmarks/study.py --quick --out /tmp/study_quick        # CI: every table and plot in a few minutes
   python benchmarks/study.py --out benchmarks/results/full          # the full study (hours; prints its estimate)
+  python benchmarks/study.py --out benchmarks/results/full --jobs 2 # the same, two (method, fold) units at a time
+  python benchmarks/study.py --out benchmarks/results/full --jobs 2 --synthetic 4000
+                                                                    # add the synthetic-corpus axis to that study
   python benchmarks/study.py --estimate                             # only print the full run's time estimate
 """
 from __future__ import annotations
@@ -107,6 +110,8 @@ def parse_args(argv=None):
                         'synthetic ECGs (needs ecg_dml.data.synthetic and deepfake-ecg) [%(default)s: off]')
     p.add_argument('--synthetic-methods', default=','.join(SYNTHETIC_METHODS), help='[%(default)s]')
     p.add_argument('--threads', type=int, default=1, help='torch threads (1 is fastest on a shared 2-core machine) [%(default)s]')
+    p.add_argument('--jobs', type=int, default=1, help='worker processes running (method, fold) units side by side, '
+                   'each with --threads torch threads (2 on a quiet 2-core machine: about half the wall time) [%(default)s]')
     p.add_argument('--estimate', action='store_true', help='print the time estimate of these settings and exit')
     a = p.parse_args(argv)
     mode = QUICK if a.quick else FULL
@@ -134,10 +139,11 @@ def parse_args(argv=None):
 
 # ---------------------------------------------------------------- settings, estimate, bookkeeping
 def unit_settings(a) -> dict:
-    "What a stored pretraining/evaluation depends on: a rerun with other values must not reuse it"
+    """What a stored pretraining/evaluation depends on: a rerun with other values must not reuse it. Not --synthetic:
+    units on real plus N synthetic ECGs are named `<method>+synN`, so a later run can add them to a finished study"""
     return dict(data=str(a.data), encoder=a.encoder, seconds=a.seconds, epochs=a.epochs, bs=a.bs, lr=a.lr, seed=a.seed,
                 eval_epochs=a.eval_epochs, mlp_epochs=a.mlp_epochs, n_boot=a.n_boot, tasks=a.tasks,
-                fractions=a.fractions, patience=a.patience, probe_cs=a.probe_cs, synthetic=a.synthetic)
+                fractions=a.fractions, patience=a.patience, probe_cs=a.probe_cs)
 
 def plan(a):
     "(pretraining units, evaluation units): [(method, fold)], [(method, fold, protocol)]"
@@ -205,11 +211,17 @@ def load_study_data(a, work:Path):
     return load_data(a.data, fs=100, seconds=a.seconds, dest=work/'store')
 
 def synthetic_signals(a, work:Path):
-    "The synthetic corpus (built once, resumable) as an array [N, 12, T] in mV"
+    """The synthetic corpus (built once, resumable, with --jobs generating processes) as an array [N, 12, T] in mV.
+    The seconds its generation took are kept in <store>/generation.json, so a resumed run still reports the cost"""
     from ecg_dml.data import synthetic as syn
-    try: st = syn.synthetic_store(a.synthetic, work/f'synthetic_{a.synthetic}', fs=100, seconds=a.seconds, seed=a.seed,
-                                  progress=False)
+    dest = work/f'synthetic_{a.synthetic}'; gen = dest/'generation.json'
+    t0 = time.perf_counter()
+    try: st = syn.synthetic_store(a.synthetic, dest, fs=100, seconds=a.seconds, seed=a.seed, progress=False,
+                                  n_workers=a.jobs if a.jobs > 1 else 0, threads=a.threads)
     except syn.SyntheticError as e: sys.exit(f'--synthetic: {e}')
+    if not gen.exists():
+        write_json(gen, dict(n=a.synthetic, seconds=round(time.perf_counter() - t0, 2), processes=max(1, a.jobs),
+                             threads=a.threads, generator=syn.generator_version()))
     return st.get_batch(np.arange(len(st)))
 
 
@@ -262,6 +274,66 @@ def evaluate_unit(a, method:str, fold:int, protocol:str, signals, meta, enc_path
     write_json(folder/'done.json', t)
     return t
 
+def chains(pre, ev) -> list[tuple[tuple|None, list]]:
+    "Independent work items: each (method, fold) pretraining with the evaluations of its encoder; each baseline evaluation"
+    out = [((m, k), [(m2, k2, p) for m2, k2, p in ev if (m2, k2) == (m, k)]) for m, k in pre]
+    return out + [(None, [u]) for u in ev if u[0] == BASELINE]
+
+def chain_cost(a, n_records:int, chain) -> float:
+    "Predicted seconds of a chain (for scheduling the longest first)"
+    unit, evs = chain
+    return estimate(a, n_records, [unit] if unit else [], evs)['total_s']
+
+_W = {}   # per worker process: the study's data, loaded once
+def _worker_init(a, work):
+    import torch
+    torch.set_num_threads(a.threads)
+    _W['data'] = load_study_data(a, work)
+    _W['syn'] = synthetic_signals(a, work) if a.synthetic else None
+
+def run_chain(a, chain, work:Path, data=None, syn_x=None) -> list[dict]:
+    "Run one chain (in this process or a worker) and return its unit timings"
+    signals, meta = data if data is not None else _W['data']
+    syn_x = syn_x if data is not None else _W['syn']
+    unit, evs = chain
+    ts = []
+    if unit:
+        m, k = unit
+        ts.append(pretrain_unit(a, m, k, signals, meta, work/'pretrain'/m/f'fold{k}', syn_x if '+syn' in m else None))
+    for m, k, p in evs:
+        ts.append(evaluate_unit(a, m, k, p, signals, meta, work/'pretrain'/m/f'fold{k}'/'encoder.pth',
+                                work/'eval'/m/f'fold{k}'/p))
+    return ts
+
+def _unit_line(t) -> str:
+    what = f"{t['method']} fold {t['fold']}" + (f" {t['protocol']}" if t['stage'] == 'evaluate' else '')
+    return f"{t['stage']} {what}: {t['seconds']:.1f} s {t['status']}"
+
+def run_units(a, pre, ev, signals, meta, work:Path, syn_x) -> list[dict]:
+    """Every pretraining and evaluation unit, in `a.jobs` processes. A chain is a (method, fold) pretraining followed
+    by the evaluations of its encoder; chains are independent, so with --jobs N they run N at a time (longest
+    predicted first), each process with --threads torch threads. Units already done are skipped (resume)."""
+    todo = chains(pre, ev)
+    n_units, done, timings = len(pre) + len(ev), 0, []
+    def report(ts):
+        nonlocal done
+        for t in ts:
+            done += 1; timings.append(t)
+            print(f'[{done}/{n_units}] {_unit_line(t)}', flush=True)
+    if a.jobs <= 1:
+        for c in todo: report(run_chain(a, c, work, (signals, meta), syn_x))
+        return timings
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    todo = sorted(todo, key=lambda c: -chain_cost(a, len(meta), c))
+    with ProcessPoolExecutor(a.jobs, mp_context=mp.get_context('spawn'), initializer=_worker_init,
+                             initargs=(a, work)) as ex:
+        futs = {ex.submit(run_chain, a, c, work): c for c in todo}
+        for f in as_completed(futs): report(f.result())
+    order = {u: i for i, u in enumerate([('pretrain', m, k, None) for m, k in pre] + [('evaluate', *u) for u in ev])}
+    return sorted(timings, key=lambda t: order[(t['stage'], t['method'], t['fold'], t.get('protocol'))])
+
+
 def merge_stage(a, ev_units, work:Path):
     "Pool each (method, protocol) over its test folds with `merge_results`: results, subgroups, predictions"
     from ecg_dml.evaluate.protocols import load_results, merge_results
@@ -294,23 +366,17 @@ def main(argv=None):
     print(f'study: {len(meta)} ECGs ({a.data}), {a.seconds:g} s at 100 Hz, {len(a.methods)} methods + {BASELINE}, '
           f'test folds {a.test_folds}, {len(pre)} pretrainings, {len(ev)} evaluations')
     print(f'estimated wall time on the reference 2-core CPU: pretraining {fmt_s(est["pretrain_s"])}, evaluation '
-          f'{fmt_s(est["evaluate_s"])}, total {fmt_s(est["total_s"])} (work already in {work} is skipped)', flush=True)
+          f'{fmt_s(est["evaluate_s"])}, total {fmt_s(est["total_s"])} in one process'
+          + (f', about {fmt_s(est["total_s"] / a.jobs)} with --jobs {a.jobs}' if a.jobs > 1 else '')
+          + f' (work already in {work} is skipped)', flush=True)
     if a.estimate: return est
     settings = unit_settings(a); old = read_json(work/'settings.json')
     if old is not None and old != json.loads(json.dumps(settings)):
         diff = {k: (old.get(k), v) for k, v in json.loads(json.dumps(settings)).items() if old.get(k) != v}
         sys.exit(f'{work} holds a run with other settings {diff}: use another --out (or delete it)')
     write_json(work/'settings.json', settings)
-    timings = []
-    syn_x = synthetic_signals(a, work) if a.synthetic else None
-    for i, (m, k) in enumerate(pre):
-        t = pretrain_unit(a, m, k, signals, meta, work/'pretrain'/m/f'fold{k}', syn_x if '+syn' in m else None)
-        timings.append(t)
-        print(f'[pretrain {i + 1}/{len(pre)}] {m} fold {k}: {t["seconds"]:.1f} s {t["status"]}', flush=True)
-    for i, (m, k, p) in enumerate(ev):
-        t = evaluate_unit(a, m, k, p, signals, meta, work/'pretrain'/m/f'fold{k}'/'encoder.pth', work/'eval'/m/f'fold{k}'/p)
-        timings.append(t)
-        print(f'[evaluate {i + 1}/{len(ev)}] {m} fold {k} {p}: {t["seconds"]:.1f} s {t["status"]}', flush=True)
+    syn_x = synthetic_signals(a, work) if a.synthetic else None   # built here once; workers read the store
+    timings = run_units(a, pre, ev, signals, meta, work, syn_x)
     t0 = time.perf_counter()
     results, subgroups, preds = merge_stage(a, ev, work)
     stages['merge'] = round(time.perf_counter() - t0, 2)
@@ -323,13 +389,22 @@ def main(argv=None):
     stages['evaluate_run'] = round(T.query("stage == 'evaluate' and status == 'run'").seconds.sum(), 2) if len(T) else 0
     run = dict(command=' '.join(shlex.quote(v) for v in [sys.executable, *sys.argv]) if argv is None else argv,
                mode='quick' if a.quick else 'full', settings=settings, methods=a.methods, test_folds=a.test_folds,
-               protocols=a.protocols, no_finetune=a.no_finetune, seeds={'seed': a.seed, 'bootstrap': a.seed,
+               protocols=a.protocols, no_finetune=a.no_finetune, synthetic=a.synthetic, jobs=a.jobs, seeds={'seed': a.seed, 'bootstrap': a.seed,
                'label_subsets': f'[{a.seed}, test fold]'}, threads=a.threads, n_records=len(meta),
                estimate_s={k: round(v) for k, v in est.items()}, stage_seconds=stages,
                units_run=int((T.status == 'run').sum()), units_skipped=int((T.status != 'run').sum()),
                unit_seconds=T.to_dict('records'), wall_seconds=round(time.time() - t_start, 1),
                started=time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t_start)), versions=versions(),
+               synthetic_generation=read_json(work/f'synthetic_{a.synthetic}'/'generation.json') if a.synthetic else None,
                machine=machine(), files=sorted(str(f.relative_to(out)) for f in files))
+    # a study may be completed by several invocations (a killed run resumed, synthetic units added later): each is
+    # recorded, so the total wall time is known
+    inv = read_json(work/'invocations.json') or []
+    inv.append(dict(command=run['command'], started=run['started'], wall_seconds=run['wall_seconds'],
+                    units_run=run['units_run'], jobs=a.jobs, threads=a.threads, load_average=run['machine']['load_average']))
+    write_json(work/'invocations.json', inv)
+    run['invocations'] = inv
+    run['total_wall_seconds'] = round(sum(i['wall_seconds'] for i in inv), 1)
     write_json(out/'run.json', run)
     print(f'done in {fmt_s(run["wall_seconds"])}: {run["units_run"]} units run, {run["units_skipped"]} skipped; '
           f'{len(files)} files in {out.resolve()}')

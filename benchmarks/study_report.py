@@ -56,15 +56,17 @@ def gaps(S:pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def vs_baseline(P:pd.DataFrame, baseline:str, n_boot:int, seed:int) -> pd.DataFrame:
-    "Paired bootstrap difference of each method's headline metric to the random-init baseline on the same test ECGs"
+def paired_diffs(P:pd.DataFrame, pairs, n_boot:int, seed:int) -> pd.DataFrame:
+    """Paired bootstrap difference of the headline metric between two (method, protocol)s on the same test ECGs, for
+    every task and fraction both have. `pairs` maps (method, protocol) -> (reference method, reference protocol)"""
     P = P.rename(columns={'encoder': 'method'})
     key = ['method', 'protocol', 'task', 'fraction']
     groups = {k: g for k, g in P.groupby(key, sort=False)}
     rows = []
     for (m, p, t, f), g in groups.items():
-        if m == baseline or p not in COMPARED_TO or (baseline, COMPARED_TO[p], t, f) not in groups: continue
-        b = groups[(baseline, COMPARED_TO[p], t, f)].set_index(['ecg_id', 'target']).pred
+        if (m, p) not in pairs or (*pairs[(m, p)], t, f) not in groups: continue
+        rm, rp = pairs[(m, p)]
+        b = groups[(rm, rp, t, f)].set_index(['ecg_id', 'target']).pred
         classes = list(dict.fromkeys(g.target)); C = len(classes)
         idx = pd.MultiIndex.from_arrays([g.ecg_id.to_numpy(), g.target.to_numpy()])
         if not idx.isin(b.index).all(): continue
@@ -74,11 +76,25 @@ def vs_baseline(P:pd.DataFrame, baseline:str, n_boot:int, seed:int) -> pd.DataFr
         r = paired_bootstrap(y, s1, s2, metric, n_boot=n_boot, seed=seed)
         better = r['diff'] < 0 if metric == 'mae' else r['diff'] > 0
         sig = not (r['ci_low'] <= 0 <= r['ci_high'])
-        rows.append(dict(method=m, protocol=p, baseline=f'{baseline} / {COMPARED_TO[p]}', task=t, fraction=f,
+        rows.append(dict(method=m, protocol=p, baseline=f'{rm} / {rp}', task=t, fraction=f,
                          metric=metric, value=r['value1'], baseline_value=r['value2'], diff=r['diff'],
                          ci_low=r['ci_low'], ci_high=r['ci_high'], p_value=r['p_value'], n=len(y),
                          verdict=('better' if better else 'worse') + (' (CI excludes 0)' if sig else ' (CI includes 0)')))
     return pd.DataFrame(rows)
+
+def _method_protocols(P:pd.DataFrame) -> list[tuple[str, str]]:
+    P = P.rename(columns={'encoder': 'method'})
+    return list(dict.fromkeys(zip(P.method, P.protocol)))
+
+def vs_baseline(P:pd.DataFrame, baseline:str, n_boot:int, seed:int) -> pd.DataFrame:
+    "Paired bootstrap difference of each method's headline metric to the random-init baseline on the same test ECGs"
+    pairs = {(m, p): (baseline, COMPARED_TO[p]) for m, p in _method_protocols(P) if m != baseline and p in COMPARED_TO}
+    return paired_diffs(P, pairs, n_boot, seed)
+
+def vs_real(P:pd.DataFrame, n_boot:int, seed:int) -> pd.DataFrame:
+    "The pretraining-corpus axis: each `<method>+synN` minus the same method pretrained on the real ECGs only"
+    pairs = {(m, p): (m.split('+syn')[0], p) for m, p in _method_protocols(P) if '+syn' in m}
+    return paired_diffs(P, pairs, n_boot, seed)
 
 
 # ---------------------------------------------------------------- markdown
@@ -137,7 +153,7 @@ def plot_gaps(G:pd.DataFrame, tasks, methods, path:Path):
     fig.suptitle('Subgroup gaps at 100 % labels (pooled out-of-fold predictions)')
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
-def plot_vs_baseline(V:pd.DataFrame, tasks, path:Path):
+def plot_vs_baseline(V:pd.DataFrame, tasks, path:Path, title:str|None=None, label:str='minus random-init'):
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 0.28 * max(1, V.groupby(['method', 'protocol']).ngroups) + 2.2),
                              squeeze=False)
     for ax, t in zip(axes[0], tasks):
@@ -152,8 +168,8 @@ def plot_vs_baseline(V:pd.DataFrame, tasks, path:Path):
             if np.isfinite(d): ax.text(c, r, f'{d:+.2f}' + ('*' if sig.values[r, c] else ''), ha='center', va='center', fontsize=6.5)
         ax.set_xticks(range(piv.shape[1]), [f'{f:.0%}' for f in piv.columns])
         ax.set_yticks(range(piv.shape[0]), [f'{m} / {p}' for m, p in piv.index], fontsize=7)
-        ax.set_title(f'{t}: {HEADLINE[t][0]} minus random-init', fontsize=9)
-    fig.suptitle('Difference to the random-init baseline (same protocol; finetune vs scratch); * = paired 95 % CI excludes 0')
+        ax.set_title(f'{t}: {HEADLINE[t][0]} {label}', fontsize=9)
+    fig.suptitle(title or 'Difference to the random-init baseline (same protocol; finetune vs scratch); * = paired 95 % CI excludes 0')
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
 
@@ -179,21 +195,29 @@ def write_report(out:Path, results:pd.DataFrame, subgroups:pd.DataFrame, preds:p
     csv(pd.concat([L, gap_rows], ignore_index=True), 'results.csv'); csv(per, 'results_per_fold.csv')
     csv(subgroups.rename(columns={'encoder': 'method'}), 'subgroups.csv'); csv(G, 'gaps.csv'); csv(V, 'vs_baseline.csv')
     TT = timing_table(timings); csv(timings, 'timings.csv')
+    S = vs_real(preds, n_boot, seed)
+    if len(S): csv(S, 'vs_real.csv')
     sections = []
     for t in tasks:
         tab = headline_table(L, t, methods, fractions)
         (out/'tables'/f'{t}.md').write_text(md(tab) + '\n'); files.append(out/'tables'/f'{t}.md')
         sections.append((f'{TASK_TITLES[t]} [95 % CI], by label fraction', tab))
-    for name, df, title in [('subgroup_gaps', G.assign(value=G.value.round(3), p_value=G.p_value.round(3)) if len(G) else G,
-                             'Subgroup gaps (permutation p-value of the worse group vs the rest)'),
-                            ('vs_baseline', V.round(3) if len(V) else V, 'Paired difference to the random-init baseline'),
-                            ('timings', TT, 'Wall time per unit (seconds)')]:
+    extra = [('subgroup_gaps', G.assign(value=G.value.round(3), p_value=G.p_value.round(3)) if len(G) else G,
+              'Subgroup gaps (permutation p-value of the worse group vs the rest)'),
+             ('vs_baseline', V.round(3) if len(V) else V, 'Paired difference to the random-init baseline'),
+             ('timings', TT, 'Wall time per unit (seconds)')]
+    if len(S): extra.append(('vs_real', S.round(3), 'Real + synthetic pretraining minus the same method on real ECGs only (paired)'))
+    for name, df, title in extra:
         (out/'tables'/f'{name}.md').write_text(md(df) + '\n'); files.append(out/'tables'/f'{name}.md')
         sections.append((title, df))
     for t in tasks:
         plot_curves(results, t, methods, out/'plots'/f'curves_{t}.png'); files.append(out/'plots'/f'curves_{t}.png')
     plot_gaps(G, tasks, list(methods), out/'plots'/'subgroup_gaps.png'); files.append(out/'plots'/'subgroup_gaps.png')
     plot_vs_baseline(V, tasks, out/'plots'/'vs_baseline.png'); files.append(out/'plots'/'vs_baseline.png')
+    if len(S):
+        plot_vs_baseline(S, tasks, out/'plots'/'vs_real.png', title='Real + synthetic pretraining minus real only '
+                         '(same method and protocol); * = paired 95 % CI excludes 0', label='minus real only')
+        files.append(out/'plots'/'vs_real.png')
     text = '# Study results\n\n' + '\n\n'.join(f'## {title}\n\n{md(df)}' for title, df in sections)
     text += '\n\n' + '\n'.join(f'![{p.stem}](plots/{p.name})' for p in files if p.suffix == '.png') + '\n'
     (out/'report.md').write_text(text); files.append(out/'report.md')

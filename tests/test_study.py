@@ -93,13 +93,15 @@ def test_quick_tables_and_companions(quick):
     assert set(T.stage) == {'pretrain', 'evaluate'} and (T.seconds > 0).all()
 
 def test_quick_resumes(repo, quick):
-    "A rerun skips all finished work; a unit whose result is missing (a killed run) is redone, and only that one"
+    """A rerun skips all finished work; a unit whose result is missing (a killed run) is redone, and only that one —
+    here in two worker processes (--jobs 2), which must give the same numbers as the single-process run"""
     out, _ = quick
     before = pd.read_csv(out/'results.csv')
     shutil.rmtree(out/'work'/'eval'/'simclr'/f'fold{QUICK_FOLD}'/'linear')
     (out/'work'/'pretrain'/'pclr'/f'fold{QUICK_FOLD}'/'done.json').unlink()   # as if killed after its last checkpoint
-    _run(repo, out)
+    _run(repo, out, '--jobs', '2')
     run = json.loads((out/'run.json').read_text())
+    assert run['jobs'] == 2
     ran = sorted((u['stage'], u['method'], u.get('protocol') if u['stage'] == 'evaluate' else '')
                  for u in run['unit_seconds'] if u['status'] == 'run')
     assert ran == [('evaluate', 'simclr', 'linear'), ('pretrain', 'pclr', '')], ran
@@ -109,3 +111,27 @@ def test_quick_resumes(repo, quick):
     r = subprocess.run([sys.executable, str(repo/'benchmarks'/'study.py'), '--quick', '--out', str(out), '--n-boot', '20'],
                        capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'}, timeout=600)
     assert r.returncode != 0 and 'other settings' in (r.stdout + r.stderr)   # never mixes settings in one folder
+
+def test_quick_adds_synthetic_units(repo, quick):
+    """The pretraining-corpus axis added to a finished study: only the `+synN` units run (real units are reused), the
+    synthetic pretraining sees the real training ECGs plus N synthetic ones, and vs_real pairs each with its real-only twin"""
+    out, _ = quick
+    n_syn = 16
+    _run(repo, out, '--synthetic', str(n_syn), '--synthetic-methods', 'dml-euclidean')
+    run = json.loads((out/'run.json').read_text())
+    ran = sorted({(u['stage'], u['method']) for u in run['unit_seconds'] if u['status'] == 'run'})
+    assert ran == [('evaluate', f'dml-euclidean+syn{n_syn}'), ('pretrain', f'dml-euclidean+syn{n_syn}')], ran
+    real = json.loads((out/'work'/'pretrain'/'dml-euclidean'/f'fold{QUICK_FOLD}'/'done.json').read_text())
+    syn = json.loads((out/'work'/'pretrain'/f'dml-euclidean+syn{n_syn}'/f'fold{QUICK_FOLD}'/'done.json').read_text())
+    assert syn['n_train'] == real['n_train'] + n_syn
+    assert run['synthetic'] == n_syn and run['synthetic_generation']['n'] == n_syn and run['synthetic_generation']['seconds'] > 0
+    assert len(run['invocations']) >= 3 and run['total_wall_seconds'] == pytest.approx(sum(i['wall_seconds'] for i in run['invocations']), abs=0.2)
+    V = pd.read_csv(out/'vs_real.csv')
+    assert set(V.method) == {f'dml-euclidean+syn{n_syn}'} and set(V.baseline) == {f'dml-euclidean / {p}' for p in ('linear', 'frozen_mlp', 'finetune')}
+    np.testing.assert_allclose(V['diff'], V.value - V.baseline_value, atol=1e-9)
+    R = pd.read_csv(out/'results.csv')
+    for p in ('linear', 'frozen_mlp', 'finetune'):   # the paired table's values are the pooled results' values
+        r = R[(R.method == 'dml-euclidean') & (R.protocol == p) & (R.task == 'age') & (R.metric == 'mae') & (R.fraction == 1.0)]
+        v = V[(V.protocol == p) & (V.task == 'age') & (V.fraction == 1.0)]
+        np.testing.assert_allclose(v.baseline_value.to_numpy(), r.value.to_numpy(), atol=1e-6)
+    assert (out/'plots'/'vs_real.png').read_bytes()[:4] == b'\x89PNG' and (out/'tables'/'vs_real.md').exists()
