@@ -387,7 +387,7 @@ def main(argv=None):
     T = pd.DataFrame(timings)
     stages['pretrain_run'] = round(T.query("stage == 'pretrain' and status == 'run'").seconds.sum(), 2) if len(T) else 0
     stages['evaluate_run'] = round(T.query("stage == 'evaluate' and status == 'run'").seconds.sum(), 2) if len(T) else 0
-    run = dict(command=' '.join(shlex.quote(v) for v in [sys.executable, *sys.argv]) if argv is None else argv,
+    run = dict(command=' '.join(shlex.quote(v) for v in ['python', *sys.argv]) if argv is None else argv,
                mode='quick' if a.quick else 'full', settings=settings, methods=a.methods, test_folds=a.test_folds,
                protocols=a.protocols, no_finetune=a.no_finetune, synthetic=a.synthetic, jobs=a.jobs, seeds={'seed': a.seed, 'bootstrap': a.seed,
                'label_subsets': f'[{a.seed}, test fold]'}, threads=a.threads, n_records=len(meta),

@@ -56,30 +56,33 @@ def gaps(S:pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _paired_row(g:pd.DataFrame, ref:pd.DataFrame, task:str, n_boot:int, seed:int) -> dict|None:
+    "Paired bootstrap of one (method, protocol, task, fraction)'s predictions `g` against the reference's on the same ECGs"
+    b = ref.set_index(['ecg_id', 'target']).pred
+    C = len(dict.fromkeys(g.target))
+    idx = pd.MultiIndex.from_arrays([g.ecg_id.to_numpy(), g.target.to_numpy()])
+    if not idx.isin(b.index).all(): return None
+    y = g.y.to_numpy().reshape(-1, C)
+    s1, s2 = g.pred.to_numpy().reshape(-1, C), b.reindex(idx).to_numpy().reshape(-1, C)
+    metric = HEADLINE[task][0]
+    r = paired_bootstrap(y, s1, s2, metric, n_boot=n_boot, seed=seed)
+    better = r['diff'] < 0 if metric == 'mae' else r['diff'] > 0
+    sig = not (r['ci_low'] <= 0 <= r['ci_high'])
+    return dict(metric=metric, value=r['value1'], baseline_value=r['value2'], diff=r['diff'], ci_low=r['ci_low'],
+                ci_high=r['ci_high'], p_value=r['p_value'], n=len(y),
+                verdict=('better' if better else 'worse') + (' (CI excludes 0)' if sig else ' (CI includes 0)'))
+
 def paired_diffs(P:pd.DataFrame, pairs, n_boot:int, seed:int) -> pd.DataFrame:
     """Paired bootstrap difference of the headline metric between two (method, protocol)s on the same test ECGs, for
-    every task and fraction both have. `pairs` maps (method, protocol) -> (reference method, reference protocol)"""
+    every task and fraction both have. `pairs`: [((method, protocol), (reference method, reference protocol))]"""
     P = P.rename(columns={'encoder': 'method'})
-    key = ['method', 'protocol', 'task', 'fraction']
-    groups = {k: g for k, g in P.groupby(key, sort=False)}
+    groups = {k: g for k, g in P.groupby(['method', 'protocol', 'task', 'fraction'], sort=False)}
     rows = []
-    for (m, p, t, f), g in groups.items():
-        if (m, p) not in pairs or (*pairs[(m, p)], t, f) not in groups: continue
-        rm, rp = pairs[(m, p)]
-        b = groups[(rm, rp, t, f)].set_index(['ecg_id', 'target']).pred
-        classes = list(dict.fromkeys(g.target)); C = len(classes)
-        idx = pd.MultiIndex.from_arrays([g.ecg_id.to_numpy(), g.target.to_numpy()])
-        if not idx.isin(b.index).all(): continue
-        y = g.y.to_numpy().reshape(-1, C)
-        s1, s2 = g.pred.to_numpy().reshape(-1, C), b.reindex(idx).to_numpy().reshape(-1, C)
-        metric = HEADLINE[t][0]
-        r = paired_bootstrap(y, s1, s2, metric, n_boot=n_boot, seed=seed)
-        better = r['diff'] < 0 if metric == 'mae' else r['diff'] > 0
-        sig = not (r['ci_low'] <= 0 <= r['ci_high'])
-        rows.append(dict(method=m, protocol=p, baseline=f'{rm} / {rp}', task=t, fraction=f,
-                         metric=metric, value=r['value1'], baseline_value=r['value2'], diff=r['diff'],
-                         ci_low=r['ci_low'], ci_high=r['ci_high'], p_value=r['p_value'], n=len(y),
-                         verdict=('better' if better else 'worse') + (' (CI excludes 0)' if sig else ' (CI includes 0)')))
+    for (m, p), (rm, rp) in pairs:
+        for (m2, p2, t, f), g in groups.items():
+            if (m2, p2) != (m, p) or (rm, rp, t, f) not in groups: continue
+            r = _paired_row(g, groups[(rm, rp, t, f)], t, n_boot, seed)
+            if r: rows.append(dict(method=m, protocol=p, baseline=f'{rm} / {rp}', task=t, fraction=f, **r))
     return pd.DataFrame(rows)
 
 def _method_protocols(P:pd.DataFrame) -> list[tuple[str, str]]:
@@ -88,12 +91,24 @@ def _method_protocols(P:pd.DataFrame) -> list[tuple[str, str]]:
 
 def vs_baseline(P:pd.DataFrame, baseline:str, n_boot:int, seed:int) -> pd.DataFrame:
     "Paired bootstrap difference of each method's headline metric to the random-init baseline on the same test ECGs"
-    pairs = {(m, p): (baseline, COMPARED_TO[p]) for m, p in _method_protocols(P) if m != baseline and p in COMPARED_TO}
+    pairs = [((m, p), (baseline, COMPARED_TO[p])) for m, p in _method_protocols(P) if m != baseline and p in COMPARED_TO]
+    return paired_diffs(P, pairs, n_boot, seed)
+
+# the head-to-head questions the study is for: mining distance, DML vs the contrastive baseline, local vs global positives
+HEAD_TO_HEAD = [('dml-correlation', 'dml-euclidean'), ('dml-knn-correlation', 'dml-knn-euclidean'),
+                ('dml-dtw', 'dml-euclidean'), ('dml-knn-euclidean', 'dml-euclidean'), ('dml-knn-correlation', 'dml-correlation'),
+                ('dml-euclidean', 'simclr'), ('dml-correlation', 'simclr'), ('dml-dtw', 'simclr'), ('simclr', '3kg'),
+                ('clocs-cmsc', 'simclr'), ('pclr', 'simclr')]
+
+def head_to_head(P:pd.DataFrame, n_boot:int, seed:int) -> pd.DataFrame:
+    "Paired differences for `HEAD_TO_HEAD` (first minus second, same protocol), where both methods ran"
+    mp = set(_method_protocols(P))
+    pairs = [((a, p), (b, p)) for a, b in HEAD_TO_HEAD for p in ('linear', 'frozen_mlp', 'finetune') if (a, p) in mp and (b, p) in mp]
     return paired_diffs(P, pairs, n_boot, seed)
 
 def vs_real(P:pd.DataFrame, n_boot:int, seed:int) -> pd.DataFrame:
     "The pretraining-corpus axis: each `<method>+synN` minus the same method pretrained on the real ECGs only"
-    pairs = {(m, p): (m.split('+syn')[0], p) for m, p in _method_protocols(P) if '+syn' in m}
+    pairs = [((m, p), (m.split('+syn')[0], p)) for m, p in _method_protocols(P) if '+syn' in m]
     return paired_diffs(P, pairs, n_boot, seed)
 
 
@@ -197,6 +212,7 @@ def write_report(out:Path, results:pd.DataFrame, subgroups:pd.DataFrame, preds:p
     TT = timing_table(timings); csv(timings, 'timings.csv')
     S = vs_real(preds, n_boot, seed)
     if len(S): csv(S, 'vs_real.csv')
+    H = head_to_head(preds, n_boot, seed); csv(H, 'head_to_head.csv')
     sections = []
     for t in tasks:
         tab = headline_table(L, t, methods, fractions)
@@ -205,6 +221,7 @@ def write_report(out:Path, results:pd.DataFrame, subgroups:pd.DataFrame, preds:p
     extra = [('subgroup_gaps', G.assign(value=G.value.round(3), p_value=G.p_value.round(3)) if len(G) else G,
               'Subgroup gaps (permutation p-value of the worse group vs the rest)'),
              ('vs_baseline', V.round(3) if len(V) else V, 'Paired difference to the random-init baseline'),
+             ('head_to_head', H.round(3) if len(H) else H, 'Head to head: first method minus second (same protocol, paired)'),
              ('timings', TT, 'Wall time per unit (seconds)')]
     if len(S): extra.append(('vs_real', S.round(3), 'Real + synthetic pretraining minus the same method on real ECGs only (paired)'))
     for name, df, title in extra:

@@ -7,7 +7,7 @@ TASKS = ('superdiagnostic', 'norm_vs_abnormal', 'age')
 FRACTIONS = (0.01, 0.05, 0.1, 0.5, 1.0)
 PLOTS = ['curves_superdiagnostic.png', 'curves_norm_vs_abnormal.png', 'curves_age.png', 'subgroup_gaps.png', 'vs_baseline.png']
 QUICK_FOLD = 10   # benchmarks/study.py's QUICK['test_folds']
-TABLES = [f'{t}.md' for t in TASKS] + ['subgroup_gaps.md', 'vs_baseline.md', 'timings.md']
+TABLES = [f'{t}.md' for t in TASKS] + ['subgroup_gaps.md', 'vs_baseline.md', 'head_to_head.md', 'timings.md']
 
 def _run(repo, out, *extra):
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'MPLBACKEND': 'Agg'}
@@ -32,7 +32,7 @@ def test_estimate_only(repo, tmp_path):
 def test_quick_outputs(quick):
     out, log = quick
     assert 'estimated wall time' in log
-    for f in ['results.csv', 'results_per_fold.csv', 'subgroups.csv', 'gaps.csv', 'vs_baseline.csv', 'timings.csv',
+    for f in ['results.csv', 'results_per_fold.csv', 'subgroups.csv', 'gaps.csv', 'vs_baseline.csv', 'head_to_head.csv', 'timings.csv',
               'run.json', 'report.md'] + [f'tables/{t}' for t in TABLES] + [f'plots/{p}' for p in PLOTS]:
         assert (out/f).exists() and (out/f).stat().st_size > 0, f
     for p in PLOTS: assert (out/'plots'/p).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', p
@@ -83,6 +83,14 @@ def test_quick_tables_and_companions(quick):
     assert set(V.baseline) == {'random-init / linear', 'random-init / frozen_mlp', 'random-init / scratch'}
     assert ((V.ci_low <= V['diff'] + 1e-9) & (V['diff'] <= V.ci_high + 1e-9)).all()
     np.testing.assert_allclose(V['diff'], V.value - V.baseline_value, atol=1e-9)
+    H = pd.read_csv(out/'head_to_head.csv')   # e.g. correlation minus Euclidean mining, per protocol, paired
+    h = H[(H.method == 'dml-correlation') & (H.protocol == 'linear')]
+    assert set(h.baseline) == {'dml-euclidean / linear', 'simclr / linear'}   # mining distance; DML vs SimCLR
+    assert set(h[h.baseline == 'dml-euclidean / linear'].task) == set(TASKS)
+    np.testing.assert_allclose(H['diff'], H.value - H.baseline_value, atol=1e-9)
+    L = V.set_index(['method', 'protocol', 'task', 'fraction']).value   # the same method's value as in vs_baseline
+    np.testing.assert_allclose(H.set_index(['method', 'protocol', 'task', 'fraction']).value,
+                               L.reindex(H.set_index(['method', 'protocol', 'task', 'fraction']).index), atol=1e-9)
     S = pd.read_csv(out/'subgroups.csv')
     assert {'sex', 'age band', 'all'} <= set(S.attribute) and S.p_value.dropna().between(0, 1).all()
     run = json.loads((out/'run.json').read_text())
