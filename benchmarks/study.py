@@ -53,21 +53,22 @@ PRETRAINED_PROTOCOLS, BASELINE_PROTOCOLS = ('linear', 'frozen_mlp', 'finetune'),
 TASKS, FRACTIONS = ('superdiagnostic', 'norm_vs_abnormal', 'age'), (0.01, 0.05, 0.1, 0.5, 1.0)
 SYNTHETIC_METHODS = ('dml-euclidean', 'dml-correlation', 'simclr')   # methods rerun on real + synthetic ECGs
 
-# Measured on this project's 2-core CPU (1 torch thread, xresnet1d18, PTB-XL at 100 Hz, 10 s): seconds per
-# pretraining epoch per 1,000 training ECGs, and per evaluation of one (method, fold, protocol) for the three tasks
-# and five fractions, per training epoch of the protocol (linear: fixed). See the study notebook (nbs/60_results).
-PRETRAIN_S_PER_EPOCH_1K = {'dml-euclidean': 8.9, 'dml-correlation': 8.1, 'dml-dtw': 11.8, 'dml-knn-euclidean': 9.0,
-                           'dml-knn-correlation': 9.0, 'supdml': 10.8, 'simclr': 16.8, '3kg': 31.1, 'clocs-cmsc': 14.9,
-                           'clocs-cmlc': 154.0, 'clocs-cmsmlc': 178.0, 'pclr': 17.5}
-# Evaluation costs were measured with the machine shared (load average about 6: linear 25 s, frozen_mlp 29 s,
-# finetune 264 s at 5 epochs per fold) and are halved here for a quiet machine.
-EVAL_S = {'linear': 13.0, 'frozen_mlp': 15.0, 'finetune_per_epoch': 27.0, 'scratch_per_epoch': 27.0}
+# Measured in the committed full run (benchmarks/results/full/timings.csv: quiet 2-core CPU, two worker processes of
+# one torch thread each, xresnet1d18, PTB-XL at 100 Hz, 10 s): seconds per pretraining epoch per 1,000 training ECGs
+# (CMSMLC not run there: scaled from CMLC by their ratio in an earlier measurement), and seconds per evaluation of
+# one (method, fold, protocol) for the three tasks and five fractions with 1,000 bootstrap resamples, per training
+# epoch of the protocol (linear: fixed; frozen_mlp: at 30 MLP epochs). A shared machine takes about twice as long.
+PRETRAIN_S_PER_EPOCH_1K = {'dml-euclidean': 5.1, 'dml-correlation': 4.3, 'dml-dtw': 7.0, 'dml-knn-euclidean': 4.3,
+                           'dml-knn-correlation': 4.8, 'supdml': 4.3, 'simclr': 9.5, '3kg': 8.1, 'clocs-cmsc': 5.4,
+                           'clocs-cmlc': 71.1, 'clocs-cmsmlc': 82.0, 'pclr': 4.7}
+EVAL_S = {'linear': 4.8, 'frozen_mlp': 4.5, 'finetune_per_epoch': 15.0, 'scratch_per_epoch': 12.9}
 ENCODER_COST = {'xresnet1d18': 1.0, 'resnet1d18': 6.3}   # relative to xresnet1d18 (measured per pretraining epoch)
 
 # quick: one test fold; fold 10 of the bundled sample (29 ECGs) has at least 10 of each sex, so subgroup gaps exist
 QUICK = dict(epochs=1, bs=32, seconds=2.5, test_folds=[10], eval_epochs=1, mlp_epochs=5, n_boot=50, patience=1,
              probe_cs=[1e-3, 0.1], no_finetune=['clocs-cmlc', 'clocs-cmsmlc'])
-# Full mode: chosen so that the whole study takes about 3.5 h on the quiet 2-core CPU (about 6 h when it is shared):
+# Full mode: chosen so that the whole study takes about an hour on the quiet 2-core CPU with --jobs 2 (measured:
+# 54 min; about 2 h in one process, twice that when the machine is shared):
 # five outer test folds (each pretraining still sees eight folds), 5 pretraining epochs, 3 finetuning epochs, and
 # every method but CLOCS CMSMLC (whose pretraining alone costs 12 times a DML run; add it with --methods).
 FULL = dict(epochs=5, bs=64, seconds=10.0, test_folds=[2, 4, 6, 8, 10], eval_epochs=3, mlp_epochs=30, n_boot=1000,
@@ -167,7 +168,7 @@ def estimate(a, n_records:int, pre, ev) -> dict:
     def ev_cost(m, p):
         if p in ('linear', 'frozen_mlp'):
             c = EVAL_S[p] * data_scale * (a.mlp_epochs / 30 if p == 'frozen_mlp' else 1)
-            return c * (5.5 if 'cmlc' in m or 'cmsmlc' in m else 1)   # embedding twelve leads one by one (measured)
+            return c * (7.5 if 'cmlc' in m or 'cmsmlc' in m else 1)   # embedding twelve leads one by one (measured)
         c = EVAL_S[f'{p}_per_epoch'] * a.eval_epochs * data_scale * scale * len(a.fractions) / 5 * len(a.tasks) / 3
         return c * (12 if 'cmlc' in m or 'cmsmlc' in m else 1)
     evs = sum(ev_cost(m, p) for m, _, p in ev)
