@@ -330,7 +330,13 @@ def run_units(a, pre, ev, signals, meta, work:Path, syn_x) -> list[dict]:
     with ProcessPoolExecutor(a.jobs, mp_context=mp.get_context('spawn'), initializer=_worker_init,
                              initargs=(a, work)) as ex:
         futs = {ex.submit(run_chain, a, c, work): c for c in todo}
-        for f in as_completed(futs): report(f.result())
+        for f in as_completed(futs):
+            try: report(f.result())
+            except Exception as e:   # stop at once (finished units are kept; a rerun resumes), naming the unit
+                ex.shutdown(wait=False, cancel_futures=True)
+                unit, evs = futs[f]
+                what = f'pretraining {unit[0]} fold {unit[1]} or its evaluations' if unit else 'evaluation {} fold {} {}'.format(*evs[0])
+                raise RuntimeError(f'{what} failed in a worker process: {type(e).__name__}: {e}') from e
     order = {u: i for i, u in enumerate([('pretrain', m, k, None) for m, k in pre] + [('evaluate', *u) for u in ev])}
     return sorted(timings, key=lambda t: order[(t['stage'], t['method'], t['fold'], t.get('protocol'))])
 

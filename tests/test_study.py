@@ -143,3 +143,12 @@ def test_quick_adds_synthetic_units(repo, quick):
         v = V[(V.protocol == p) & (V.task == 'age') & (V.fraction == 1.0)]
         np.testing.assert_allclose(v.baseline_value.to_numpy(), r.value.to_numpy(), atol=1e-6)
     assert (out/'plots'/'vs_real.png').read_bytes()[:4] == b'\x89PNG' and (out/'tables'/'vs_real.md').exists()
+
+def test_jobs_failure_names_the_unit(repo, tmp_path):
+    "A unit that fails in a worker process stops the run at once with an error naming the unit and the cause"
+    r = subprocess.run([sys.executable, str(repo/'benchmarks'/'study.py'), '--quick', '--jobs', '2', '--methods', 'dml-euclidean',
+                        '--encoder', 'no_such_encoder', '--out', str(tmp_path/'fail')], capture_output=True, text=True,
+                       env={**os.environ, 'OMP_NUM_THREADS': '1'}, timeout=600)
+    err = r.stdout + r.stderr
+    assert r.returncode != 0 and 'failed in a worker process' in err and 'no_such_encoder' in err, err[-2000:]
+    assert 'fold 10' in err and not (tmp_path/'fail'/'run.json').exists()
