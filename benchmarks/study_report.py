@@ -77,11 +77,13 @@ def paired_diffs(P:pd.DataFrame, pairs, n_boot:int, seed:int) -> pd.DataFrame:
     every task and fraction both have. `pairs`: [((method, protocol), (reference method, reference protocol))]"""
     P = P.rename(columns={'encoder': 'method'})
     groups = {k: g for k, g in P.groupby(['method', 'protocol', 'task', 'fraction'], sort=False)}
+    by_mp = {}   # (method, protocol) -> [(task, fraction)], so each pair looks only at its own groups
+    for m, p, t, f in groups: by_mp.setdefault((m, p), []).append((t, f))
     rows = []
     for (m, p), (rm, rp) in pairs:
-        for (m2, p2, t, f), g in groups.items():
-            if (m2, p2) != (m, p) or (rm, rp, t, f) not in groups: continue
-            r = _paired_row(g, groups[(rm, rp, t, f)], t, n_boot, seed)
+        for t, f in by_mp.get((m, p), []):
+            if (rm, rp, t, f) not in groups: continue
+            r = _paired_row(groups[(m, p, t, f)], groups[(rm, rp, t, f)], t, n_boot, seed)
             if r: rows.append(dict(method=m, protocol=p, baseline=f'{rm} / {rp}', task=t, fraction=f, **r))
     return pd.DataFrame(rows)
 
