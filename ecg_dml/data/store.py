@@ -153,6 +153,7 @@ def build_store(source:pd.DataFrame, # index of ECGs: one row per record (a `pat
                 n_workers:int|None=None, # worker processes (default: CPUs, at most 8; 0 = in this process)
                 progress:bool=True, # show a progress bar over shards
                 log:str|Path|None=None, # also write the build report to this file
+                beats=False, # also compute beat templates (`True` or a `BeatConfig`; `add_beats` later does the same)
                ) -> ECGStore:
     "Convert `source` into a sharded, memory-mapped store at `dest` (resumable); returns the opened `ECGStore`"
     dest = Path(dest); (dest/'shards').mkdir(parents=True, exist_ok=True)
@@ -176,6 +177,9 @@ def build_store(source:pd.DataFrame, # index of ECGs: one row per record (a `pat
     if missing: raise StoreError(f'{dest}: shards {missing} failed to build')
     _write_tables(dest, source, mans)
     store = ECGStore(dest)
+    if beats:   # ecg_dml.data.beats builds on this module: imported here, not at the top
+        from ecg_dml.data.beats import add_beats
+        add_beats(store, None if beats is True else beats, n_workers=n_workers, progress=progress)
     rep = _report(store, n, len(todo), n_shards, time.time() - t0)
     print(rep)
     if log: Path(log).write_text(rep + '\n')
@@ -201,6 +205,10 @@ def _report(store:ECGStore, seen:int, built:int, n_shards:int, secs:float) -> st
              f'({n_shards} shards, {built} built now, {n_shards - built} already complete; {secs:.1f} s)']
     lines += [f'  skipped {r.record}: {r.reason}' for r in sk.itertuples()]
     assert seen == len(store) + len(sk), 'store counts do not reconcile'
+    if (store.path/'beats.csv').exists():
+        tab = store.beats.table
+        lines.append(f'  beat templates: {int((tab.n_beats > 0).sum())} of {len(tab)} ECGs; '
+                     f'{int((tab.n_beats == 0).sum())} without beats (reasons in beats.csv)')
     return '\n'.join(lines)
 
 # %% ../../nbs/04_data.store.ipynb #5cc61747
@@ -228,6 +236,11 @@ class ECGStore:
     @property
     def skipped(self) -> pd.DataFrame: return pd.read_csv(self.path/'skipped.csv')
     def __len__(self): return len(self.meta)
+    @property
+    def beats(self):
+        "The store's beat templates (a `BeatStore`; `add_beats(store)` computes them)"
+        from ecg_dml.data.beats import BeatStore
+        return BeatStore(self)
     def __repr__(self): return f'ECGStore({str(self.path)!r}: {len(self)} ECGs, {len(self.leads)} leads x {self.config.n_samples} samples at {self.fs:g} Hz, {self.config.dtype})'
 
     def _shard(self, k:int):
@@ -272,7 +285,7 @@ def validate_store(path:str|Path, # the store folder
     "Check a store against its manifests; returns {'n', 'skipped', 'shards', 'problems'}"
     path = Path(path); problems = []
     store = ECGStore(path)
-    shard_files = sorted((path/'shards').glob('shard_*.json'))
+    shard_files = sorted((path/'shards').glob('shard_' + '[0-9]' * 6 + '.json'))   # not the beats manifests
     n = 0
     for f in shard_files:
         man = json.loads(f.read_text()); k = man['shard']
@@ -289,6 +302,8 @@ def validate_store(path:str|Path, # the store folder
         if (store.meta['shard'] == k).sum() != man['n']: problems.append(f'shard {k}: records.csv disagrees with {f.name}')
         n += man['n']
     if n != len(store): problems.append(f'records.csv lists {len(store)} ECGs, the shard manifests {n}')
+    from ecg_dml.data.beats import validate_beats
+    problems += validate_beats(store, checksums)
     rep = {'n': len(store), 'skipped': len(store.skipped), 'shards': len(shard_files), 'problems': problems}
     if problems and raise_: raise StoreError(f'{path}: {len(problems)} problem(s):\n' + '\n'.join(problems))
     return rep

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from ..core import BatchInfo
-from .miners import MiningError
+from .miners import MinedPairs, MiningError
 
 # %% auto #0
-__all__ = ['contrastive_masks', 'info_nce', 'NTXent', 'CLOCSLoss', 'PCLRLoss']
+__all__ = ['contrastive_masks', 'info_nce', 'NTXent', 'MinedNTXent', 'CLOCSLoss', 'PCLRLoss']
 
 # %% ../../nbs/34_metric.contrastive.ipynb #234d88ce
 def contrastive_masks(info:BatchInfo, # the batch information
@@ -80,6 +80,32 @@ class NTXent(nn.Module):
         return info_nce(logits, pos, neg, self.denominator)
 
     def extra_repr(self): return f'tau={self.tau}, patient_positives={self.patient_positives}, denominator={self.denominator!r}'
+
+# %% ../../nbs/34_metric.contrastive.ipynb #cc75cfb0
+class MinedNTXent(NTXent):
+    "Multi-positive InfoNCE: mined neighbours (and, with `own_view`, the ECG's other views) are positives, every other ECG of the batch a negative"
+    def __init__(self, miner, # has `neighbours(emb, info) -> [R, R] bool` (`KNNGraphMiner`, `InputDistanceMiner`)
+                 tau:float=0.1, # temperature
+                 own_view:bool=True, # the other views of the same ECG are positives too (needs views)
+                 exclude_same_patient:bool=True, # ECGs of the same patient are never negatives
+                 denominator:str='negatives'): # see `info_nce`
+        super().__init__(tau, patient_positives=False, exclude_same_patient=exclude_same_patient, denominator=denominator)
+        self.miner, self.own_view, self.mined = miner, own_view, None
+
+    def masks(self, emb:Tensor, info:BatchInfo) -> tuple[Tensor, Tensor]:
+        same, neg = super().masks(emb, info)                  # same: other views of the row's ECG
+        nb = self.miner.neighbours(emb.detach(), info).to(same.device)
+        nb = (nb | nb.T) & ~torch.eye(len(nb), dtype=torch.bool, device=nb.device) & ~same
+        self.mined = MinedPairs.of(info, *nb.nonzero(as_tuple=True))
+        self._n_mined, self._rows_mined = int(nb.sum()), nb.any(1).float().mean()
+        return (same | nb) if self.own_view else nb, neg & ~nb
+
+    def forward(self, emb:Tensor, info:BatchInfo|None=None) -> Tensor:
+        out = super().forward(emb, info)
+        self.stats.update(n_mined_pairs=self._n_mined, rows_with_mined=self._rows_mined)
+        return out
+
+    def extra_repr(self): return f'miner={type(self.miner).__name__}, own_view={self.own_view}, ' + super().extra_repr()
 
 # %% ../../nbs/34_metric.contrastive.ipynb #16b45c8f
 _CLOCS_MIN_VIEWS = {'cmsc': 2, 'cmlc': 2, 'cmsmlc': 4}

@@ -40,9 +40,9 @@ def check_pair(x:Tensor, # [B, ...] ECGs or embeddings
 # %% ../../nbs/30_metric.distances.ipynb #0ce6f457
 def sqrt0(d:Tensor # non-negative values
          ) -> Tensor:
-    "Square root with a zero (instead of infinite) gradient at 0"
+    "Square root with a zero (instead of infinite) gradient at 0; NaN stays NaN (never a distance of 0)"
     pos = d > 0
-    return torch.where(pos, torch.sqrt(torch.where(pos, d, torch.ones_like(d))), torch.zeros_like(d))
+    return torch.where(pos, torch.sqrt(torch.where(pos, d, torch.ones_like(d))), d.clamp(max=0) * 0)   # NaN stays NaN
 
 def symmetric_zero_diag(d:Tensor # [B, B] distances of a batch against itself
                        ) -> Tensor:

@@ -9,7 +9,7 @@ from torch import nn, Tensor
 from pytorch_metric_learning import losses as pml_losses, reducers as pml_reducers
 from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
 from ..core import BatchInfo
-from .miners import InputDistanceMiner, Miner, MiningError, relation_masks
+from .miners import InputDistanceMiner, MinedPairs, Miner, MiningError, relation_masks
 
 # %% auto #0
 __all__ = ['pml_distance', 'MinedLoss', 'MinedTripletLoss', 'MarginDMLLoss', 'MultiSimilarityDMLLoss']
@@ -36,7 +36,7 @@ class MinedLoss(nn.Module):
     def __init__(self, loss:nn.Module, # a pml loss that accepts `indices_tuple`
                  miner:Miner|None=None): # `miner(emb, info) -> (a, p, n)`
         super().__init__()
-        self.loss, self.miner, self.stats, self.last_indices = loss, miner, {}, None
+        self.loss, self.miner, self.stats, self.last_indices, self.mined = loss, miner, {}, None, None
 
     def indices(self, emb:Tensor, info:BatchInfo) -> tuple:
         "The index tuple for the pml loss: the miner's triplets"
@@ -52,6 +52,7 @@ class MinedLoss(nn.Module):
         t = self.last_indices = self.indices(emb, info)
         out = self.loss(emb, indices_tuple=t)
         with torch.no_grad(): self.record(emb.detach(), t)
+        self.mined = MinedPairs.of(info, t[0], t[1])   # the positive pairs, by record id
         return out
 
     def active(self, d_ap:Tensor, d_an:Tensor) -> Tensor:

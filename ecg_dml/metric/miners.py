@@ -4,6 +4,7 @@
 
 # %% ../../nbs/32_metric.miners.ipynb #d96b8a17
 from __future__ import annotations
+from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -12,9 +13,9 @@ from ..core import BatchInfo, get_device
 from .distances import pairwise_distances
 
 # %% auto #0
-__all__ = ['Triplets', 'MiningError', 'negative_mask', 'pick_among_k', 'Miner', 'embedding_distances', 'InputDistanceMiner',
-           'relation_masks', 'EmbeddingMiner', 'LabelMiner', 'ContinuousTargetMiner', 'knn_graph', 'KNNGraphMiner',
-           'knn_order']
+__all__ = ['Triplets', 'MiningError', 'negative_mask', 'pick_among_k', 'Miner', 'finite_distances', 'RecordIndex', 'RecordLookup',
+           'MinedPairs', 'embedding_distances', 'InputDistanceMiner', 'relation_masks', 'EmbeddingMiner', 'LabelMiner',
+           'ContinuousTargetMiner', 'knn_graph', 'KNNGraphMiner', 'knn_order']
 
 # %% ../../nbs/32_metric.miners.ipynb #d83dafa3
 class MiningError(ValueError):
@@ -93,6 +94,60 @@ class Miner:
         kw = ', '.join(f'{k}={v!r}' for k, v in vars(self).items() if k != 'stats' and not isinstance(v, Tensor))
         return f'{type(self).__name__}({kw})'
 
+def finite_distances(x:Tensor, # [B, ...] ECGs, templates or embeddings; rows with a NaN/inf value are "missing"
+                     y:Tensor|None=None, # [B', ...]; `None`: x against itself
+                     metric:str='euclidean', **metric_kw) -> Tensor:
+    "`pairwise_distances`, with `inf` to and from every row that is not all finite (a template of a record without beats)"
+    bx = ~torch.isfinite(x.flatten(1)).all(1)
+    by = bx if y is None else ~torch.isfinite(y.flatten(1)).all(1)
+    if not (bx.any() or by.any()): return pairwise_distances(x, y, metric=metric, **metric_kw)
+    x0 = x.masked_fill(bx.view(-1, *[1] * (x.ndim - 1)), 0.)      # a NaN would reach every distance of the batch
+    y0 = None if y is None else y.masked_fill(by.view(-1, *[1] * (y.ndim - 1)), 0.)
+    d = pairwise_distances(x0, y0, metric=metric, **metric_kw)
+    return d.masked_fill(bx[:, None] | by[None, :], float('inf'))
+
+class RecordIndex:
+    "Positions of record ids in a table (a kNN graph, an array of templates): `index.rows(record_ids)`"
+    def __init__(self, ids, # the record id of each row of the table
+                 what:str='the table'): # named in errors
+        ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+        self._ids, self._order, self.what = *ids.sort(), what
+    def __len__(self): return len(self._ids)
+    def rows(self, record_ids:Tensor) -> Tensor:
+        "The row of each record id (int64, on the CPU); `MiningError` naming ids the table does not hold"
+        rid = torch.as_tensor(record_ids).cpu().long()
+        at = torch.searchsorted(self._ids, rid).clamp(max=len(self._ids) - 1)
+        found = self._ids[at] == rid
+        if not found.all(): raise MiningError(f'record ids {rid[~found][:5].tolist()} are not in {self.what}')
+        return self._order[at]
+
+class RecordLookup:
+    "Per-record arrays (e.g. beat templates) by record id: `lookup(record_ids, device)` -> float32 `[R, ...]`"
+    def __init__(self, source, # a `BeatStore`, anything with `get_batch(rows)`, or an array/tensor [N, ...]
+                 ids): # the record id of each row of `source`
+        if len(ids) != len(source): raise MiningError(f'{len(ids)} record ids for {len(source)} rows')
+        self.source, self.index = source, RecordIndex(ids, 'the lookup table')
+    def __len__(self): return len(self.index)
+    def __call__(self, record_ids:Tensor, device=None) -> Tensor:
+        r = self.index.rows(record_ids)
+        get = getattr(self.source, 'get_batch', None)
+        x = get(r.numpy()) if get is not None else self.source[r if isinstance(self.source, Tensor) else r.numpy()]
+        return torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, Tensor) else x.float(), device=device)
+
+@dataclass
+class MinedPairs:
+    "The positive pairs a loss used in its last batch, by record id (for diagnostics such as positive purity)"
+    anchors:Tensor    # [P] record id of each pair's anchor
+    positives:Tensor  # [P] record id of each pair's positive
+    batch:Tensor      # [R] record id of every row of the batch
+
+    @classmethod
+    def of(cls, info:BatchInfo, a:Tensor, p:Tensor) -> MinedPairs|None:
+        "The pairs `(a, p)` of batch rows, by record id (None when the batch has no record ids)"
+        if info.record_ids is None: return None
+        r = info.record_ids.detach().cpu()
+        return cls(r[a.cpu()], r[p.cpu()], r)
+
 def embedding_distances(emb:Tensor, # [R, D] embeddings
                         distance:str='sqeuclidean', # 'sqeuclidean', 'euclidean' or 'cosine' (1 - cos)
                         normalize:bool=True # L2-normalise the embeddings first (as the losses do)
@@ -114,15 +169,20 @@ class InputDistanceMiner(Miner):
                  normalize:bool=True, # L2-normalise embeddings before `emb_distance`
                  exclude_same_patient:bool=True, # never take an ECG of the anchor's patient as negative
                  generator:torch.Generator|None=None, # randomness of the choices (on any device)
+                 lookup:RecordLookup|None=None, # mine on these per-record arrays (beat templates) instead of `info.raw`
                  **metric_kw): # passed to `pairwise_distances` (e.g. a DTW band)
         if neg not in ('random', 'semihard', 'hard'): raise ValueError(f"neg must be 'random', 'semihard' or 'hard', not {neg!r}")
         if neg == 'random' and neg_k is None: raise ValueError("neg='random' needs neg_k (the paper uses 2)")
         self.metric, self.pos_k, self.neg_k, self.neg, self.margin = metric, pos_k, neg_k, neg, margin
         self.emb_distance, self.normalize, self.exclude_same_patient = emb_distance, normalize, exclude_same_patient
-        self.generator, self.metric_kw = generator, metric_kw
+        self.generator, self.metric_kw, self.lookup = generator, metric_kw, lookup
+        self.input_space = lookup is None   # with a lookup, info.raw is not needed
 
     def input_distances(self, x:Tensor, info:BatchInfo) -> Tensor:
-        "[R, R] distances between the raw ECGs of the rows (computed once per distinct ECG of `info.raw`)"
+        "[R, R] distances between the raw ECGs of the rows (once per distinct ECG of `info.raw`), or their looked-up arrays"
+        if self.lookup is not None:
+            if info.record_ids is None: raise MiningError(f'{type(self).__name__} with a lookup needs info.record_ids')
+            return finite_distances(self.lookup(info.record_ids, x.device), metric=self.metric, **self.metric_kw)
         if info.raw is None: return pairwise_distances(x, metric=self.metric, **self.metric_kw)
         d = pairwise_distances(info.raw, metric=self.metric, **self.metric_kw)
         return d if info.sample_ids is None else d[info.sample_ids][:, info.sample_ids]
@@ -141,6 +201,13 @@ class InputDistanceMiner(Miner):
                 else neg_ok & ~_topk_mask(d, other, self.pos_k, largest=False))
         e = embedding_distances(x, self.emb_distance, self.normalize).to(d.dtype)
         return _per_anchor(p, _embedding_negative(e, p, pool, self.neg, self.margin))
+
+    def neighbours(self, x:Tensor, info:BatchInfo) -> Tensor:
+        "[R, R] bool: each row's `pos_k` nearest other ECGs of the batch (never a view of itself; finite distances only)"
+        with torch.no_grad():
+            d = self.input_distances(x, info)
+            other = negative_mask(info, len(d), d.device, exclude_same_patient=False)   # another ECG, same patient allowed
+            return _topk_mask(d, other, self.pos_k, largest=False)
 
 def _embedding_negative(e:Tensor, p:Tensor, pool:Tensor, kind:str, margin:float) -> Tensor:
     "[R] the closest negative of `pool` by embedding distance: any ('hard') or beyond d_ap, within the margin ('semihard')"
@@ -293,7 +360,7 @@ def knn_graph(source, # `ECGStore` (or anything with `get_batch(rows)` and `len`
               cache_mb:float=1024, # keep the downsampled signals in memory if they fit in this many MB
               **metric_kw # passed to `pairwise_distances`
              ) -> tuple[Tensor, Tensor]:
-    "`(idx [N, k], dist [N, k])`: every ECG's k nearest other ECGs (rows of `source`), nearest first, in blocks"
+    "`(idx [N, k], dist [N, k])`: every ECG's k nearest other ECGs (rows of `source`), nearest first, in blocks; -1 / inf where a row has no finite distance"
     N, device = len(source), get_device(device)
     if N < 2: raise MiningError(f'a kNN graph needs at least 2 ECGs, the source has {N}')
     k, load = min(k, N - 1), _block_loader(source, downsample, device)
@@ -308,10 +375,11 @@ def knn_graph(source, # `ECGStore` (or anything with `get_batch(rows)` and `len`
     for bi, i0 in enumerate(starts):
         xi = block(i0)
         for j0 in starts[bi:]:
-            d = pairwise_distances(xi, xi if j0 == i0 else block(j0), metric=metric, **metric_kw).float()
+            d = finite_distances(xi, None if j0 == i0 else block(j0), metric=metric, **metric_kw).float()
             if j0 == i0: d.fill_diagonal_(float('inf'))
             _merge_topk(best_d, best_i, i0, d, j0)
             if j0 != i0: _merge_topk(best_d, best_i, j0, d.T, i0)
+    best_i[~torch.isfinite(best_d)] = -1                    # fewer than k finite distances: -1 fills the list
     return best_i.cpu(), best_d.cpu()
 
 # %% ../../nbs/32_metric.miners.ipynb #3c7a8c24
@@ -322,36 +390,49 @@ class KNNGraphMiner(Miner):
                  fallback:Miner|None=None, # miner for negatives and for anchors without an in-batch neighbour
                  symmetric:bool=True, # r is a neighbour of a if either lists the other (a's own neighbours first)
                  exclude_same_patient:bool=True, # never take an ECG of the anchor's patient as negative
-                 generator:torch.Generator|None=None): # randomness of the negatives when there is no fallback
+                 generator:torch.Generator|None=None, # randomness of the negatives when there is no fallback
+                 neg:str='random', # without fallback: 'random' non-neighbour, or by embedding distance 'semihard' / 'hard'
+                 emb_distance:str='sqeuclidean', # embedding distance for 'semihard' / 'hard'
+                 normalize:bool=True): # L2-normalise embeddings before `emb_distance`
+        if neg not in ('random', 'semihard', 'hard'): raise ValueError(f"neg must be 'random', 'semihard' or 'hard', not {neg!r}")
         self.idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
-        ids = torch.arange(len(self.idx)) if ids is None else torch.as_tensor(np.asarray(ids), dtype=torch.long)
+        ids = torch.arange(len(self.idx)) if ids is None else ids
         if len(ids) != len(self.idx): raise MiningError(f'{len(ids)} ids for a graph of {len(self.idx)} rows')
-        self._ids, self._order = ids.sort()
-        self.fallback, self.symmetric = fallback, symmetric
+        self.index = RecordIndex(ids, 'the kNN graph')
+        self.fallback, self.symmetric, self.neg = fallback, symmetric, neg
         self.exclude_same_patient, self.generator = exclude_same_patient, generator
+        self.emb_distance, self.normalize = emb_distance, normalize
 
     def graph_rows(self, record_ids:Tensor) -> Tensor:
         "The graph row of each record id"
-        rid = record_ids.cpu().long()
-        at = torch.searchsorted(self._ids, rid).clamp(max=len(self._ids) - 1)
-        found = self._ids[at] == rid
-        if not found.all(): raise MiningError(f'record ids {rid[~found][:5].tolist()} are not in the kNN graph')
-        return self._order[at]
+        return self.index.rows(record_ids)
 
-    def mine(self, x:Tensor, info:BatchInfo) -> Triplets:
+    def ranks(self, info:BatchInfo, R:int, device) -> Tensor:
+        "[R, R] rank of row r among row a's graph neighbours (symmetric: r listing a counts, after a's own); 2k: none"
         if info.record_ids is None: raise MiningError('KNNGraphMiner needs info.record_ids to find the batch in the graph')
-        R, dev = len(x), x.device
         g = self.graph_rows(info.record_ids)
-        nb, k = self.idx[g].to(dev), self.idx.shape[1]
-        g = g.to(dev)
-        rank = torch.full((R, R), 2 * k, device=dev)
+        nb, k = self.idx[g].to(device), self.idx.shape[1]
+        g = g.to(device)
+        rank = torch.full((R, R), 2 * k, device=device)
         for j in range(k):                     # rank[a, r]: position of row r among a's graph neighbours (absent: 2k)
             rank = torch.where((nb[:, j, None] == g[None, :]) & (rank == 2 * k), j, rank)
         if self.symmetric: rank = torch.minimum(rank, rank.T + k)   # r lists a: a neighbour too, ranked after a's own
-        neigh = rank < 2 * k
+        return rank
+
+    def neighbours(self, x:Tensor, info:BatchInfo) -> Tensor:
+        "[R, R] bool: the pairs of batch rows that are graph neighbours"
+        return self.ranks(info, len(x), x.device) < 2 * self.idx.shape[1]
+
+    def mine(self, x:Tensor, info:BatchInfo) -> Triplets:
+        R, dev = len(x), x.device
+        rank = self.ranks(info, R, dev)
+        neigh = rank < 2 * self.idx.shape[1]
         p = torch.where(neigh.any(1), rank.argmin(1), -1)
         self.graph_fraction = neigh.any(1).float().mean().item()
         neg_ok = negative_mask(info, R, dev, self.exclude_same_patient) & ~neigh
+        if self.fallback is None and self.neg != 'random':   # closest non-neighbour beyond the positive ('semihard'), or closest
+            e = embedding_distances(x, self.emb_distance, self.normalize)
+            return _per_anchor(p, _embedding_negative(e, p, neg_ok, self.neg, float('inf')))
         if self.fallback is None:
             n = _random_choice(neg_ok & (torch.arange(R, device=dev)[None, :] != p[:, None]), self.generator)
             return _per_anchor(p, n)
