@@ -8,7 +8,10 @@ Selection (about 250 records at 100 Hz, plus a few at 500 Hz):
 - then, round-robin over (strat_fold, superdiagnostic class), records drawn with a fixed seed, so all ten folds
   and all five superdiagnostic classes are covered, rare classes (HYP) included.
 
-Usage: python scripts/make_sample.py [--src ../shared/data/ptbxl] [--n 250] [--n500 10]
+Drawn from ecg_id <= 999 only (`--max-id`): the shared subset held just those records when the bundle was made, and
+the selection depends on every candidate, so the grown subset (ids up to 1999) would give another sample.
+
+Usage: python scripts/make_sample.py [--src ../shared/data/ptbxl] [--n 250] [--n500 10] [--max-id 999]
 """
 import argparse, ast, shutil
 from pathlib import Path
@@ -37,9 +40,10 @@ def select(db, stmts, n=250, n_multi_patients=12, seed=0):
             if cells[key] and len(chosen) < n: chosen.add(cells[key].pop())
     return db.loc[sorted(chosen)].drop(columns='sup')
 
-def main(src='../shared/data/ptbxl', dest='ecg_dml/sample_data/ptbxl', n=250, n500=10, seed=0):
+def main(src='../shared/data/ptbxl', dest='ecg_dml/sample_data/ptbxl', n=250, n500=10, seed=0, max_id=999):
     src, dest = Path(src), Path(dest)
     db = pd.read_csv(src/'ptbxl_database.csv', index_col='ecg_id')
+    if max_id is not None: db = db[db.index <= max_id]          # the candidates the bundle was drawn from
     stmts = pd.read_csv(src/'scp_statements.csv', index_col=0)
     stmts = stmts[stmts.diagnostic == 1]
     sub = select(db, stmts, n=n, seed=seed)
@@ -68,5 +72,6 @@ if __name__ == '__main__':
     p.add_argument('--src', default='../shared/data/ptbxl'); p.add_argument('--dest', default='ecg_dml/sample_data/ptbxl')
     p.add_argument('--n', type=int, default=250); p.add_argument('--n500', type=int, default=10)
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--max-id', type=int, default=999, help='largest ecg_id to draw from (the bundle: 999)')
     a = p.parse_args()
-    main(a.src, a.dest, a.n, a.n500, a.seed)
+    main(a.src, a.dest, a.n, a.n500, a.seed, a.max_id)

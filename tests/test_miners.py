@@ -1,6 +1,6 @@
 "Miners against brute-force loops (all anchors; distances x k x dtypes), against pytorch-metric-learning, on random and real PTB-XL inputs; kNN graph vs the full distance matrix"
 import itertools
-import numpy as np, pytest, torch
+import numpy as np, pandas as pd, pytest, torch
 from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.miners import BatchHardMiner, TripletMarginMiner
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
@@ -387,7 +387,7 @@ def test_knn_order_puts_neighbours_in_batches(all_real, bs):
     with pytest.raises(ValueError, match='at least 2'): knn_order(idx, 1)
 
 class _CompactPTBXL:
-    "The shared 987-record PTB-XL array (int16 uV, [N, T, leads]) read as a store: get_batch -> float32 mV [n, leads, T]"
+    "The shared PTB-XL array (int16 uV, [N, T, leads]) read as a store: get_batch -> float32 mV [n, leads, T]"
     def __init__(self, root):
         self.a = np.load(root/'ptbxl'/'compact'/'X100_int16_uV.npy', mmap_mode='r')
         self.ids = np.load(root/'ptbxl'/'compact'/'ecg_id.npy')
@@ -395,8 +395,9 @@ class _CompactPTBXL:
     def get_batch(self, rows): return (np.asarray(self.a[np.asarray(rows)]).transpose(0, 2, 1) / 1000).astype(np.float32)
 
 def test_knn_graph_on_shared_ptbxl_matches_numpy_correlation(shared):
-    "987 real ECGs from a memory-mapped array, in blocks, with downsampling: equal to a NumPy full-matrix reference"
+    "All shared real ECGs from a memory-mapped array, in blocks, with downsampling: equal to a NumPy full-matrix reference"
     src = _CompactPTBXL(shared)
+    assert len(src) == len(src.ids) == len(pd.read_csv(shared/'ptbxl'/'ptbxl_database.csv'))
     idx, dist = knn_graph(src, k=5, metric='correlation', chunk=128, downsample=4, cache_mb=0, device=DEV)
     x = src.get_batch(np.arange(len(src))).astype(np.float64)
     x = x.reshape(*x.shape[:2], -1, 4).mean(-1)                              # the same downsampling, by averaging

@@ -17,7 +17,7 @@ def hr(shared):
 
 @pytest.fixture(scope='module')
 def lr(shared):
-    "All 987 records at 100 Hz [987, 12, 1000] mV (the compact int16 copy: 1 count = 1 uV), and their ecg_ids"
+    "All shared records at 100 Hz [N, 12, 1000] mV (the compact int16 copy: 1 count = 1 uV), and their ecg_ids"
     x = np.load(shared/'ptbxl'/'compact'/'X100_int16_uV.npy').transpose(0, 2, 1).astype(np.float32) / 1000
     return x, np.load(shared/'ptbxl'/'compact'/'ecg_id.npy')
 

@@ -15,19 +15,34 @@ def full(shared): return ptbxl_index(shared/'ptbxl')
 @pytest.fixture(scope='module')
 def sample(): return ptbxl_index(sample_dir())
 
-def test_known_facts_of_the_987_record_subset(full):
-    assert len(full) == 987 and full.index.is_unique and full.has_signal.all()
-    assert full.strat_fold.value_counts().sort_index().tolist() == [101, 92, 77, 97, 85, 76, 108, 87, 136, 128]
-    assert full.patient_id.nunique() == 919 and (full.patient_id.value_counts() > 1).sum() == 47
-    assert label_counts(full).to_dict() == {'NORM': 528, 'STTC': 230, 'CD': 193, 'MI': 183, 'HYP': 97}
+# The expected counts come from the shared CSV itself, read here without ecg_dml (the subset grows: no constants)
+@pytest.fixture(scope='module')
+def db(shared): return pd.read_csv(shared/'ptbxl'/'ptbxl_database.csv', index_col='ecg_id')
+
+@pytest.fixture(scope='module')
+def stmts(shared): return pd.read_csv(shared/'ptbxl'/'scp_statements.csv', index_col=0)
+
+def _class_counts(db, stmts, level='diagnostic_class'):
+    "Records per class (`diagnostic_class` or `diagnostic_subclass`) by the benchmark's rule: any diagnostic statement"
+    sets = [{stmts.loc[c, level] for c in ast.literal_eval(s) if stmts.loc[c, 'diagnostic'] == 1} for s in db.scp_codes]
+    return pd.Series([c for s in sets for c in s]).value_counts()
+
+def test_known_facts_of_the_shared_subset(full, db, stmts):
+    "every CSV row indexed once, in order, with its signal; folds, patients and superdiagnostic counts as in the CSV"
+    assert full.index.tolist() == db.index.tolist() and full.index.is_unique and full.has_signal.all()
+    folds = full.strat_fold.value_counts().sort_index()
+    assert folds.index.tolist() == list(range(1, 11)) and folds.tolist() == db.strat_fold.value_counts().sort_index().tolist()
+    assert full.patient_id.nunique() == db.patient_id.nunique()
+    assert (full.patient_id.value_counts() > 1).sum() == (db.patient_id.value_counts() > 1).sum() > 0
+    assert label_counts(full).to_dict() == _class_counts(db, stmts).to_dict()
     assert full.patient_id.dtype == np.int64 and full.scp_codes.map(type).eq(dict).all()
 
-def test_patients_never_cross_strat_folds(full):
+def test_patients_never_cross_strat_folds(full, db):
     "PTB-XL puts all records of a patient in one fold; the data must show it"
     assert full.groupby('patient_id').strat_fold.nunique().max() == 1
     assert leaking_patients(full, full.strat_fold) == []
     multi = full.patient_id.value_counts()
-    assert leaking_patients(full, fold_split(full)) == [] and (multi > 1).sum() == 47
+    assert leaking_patients(full, fold_split(full)) == [] and (multi > 1).sum() == (db.patient_id.value_counts() > 1).sum() > 0
 
 def test_labels_match_an_independent_reading_of_the_benchmark_rules(full, shared):
     st = pd.read_csv(shared/'ptbxl'/'scp_statements.csv', index_col=0)
@@ -51,18 +66,23 @@ def test_task_classes_have_the_benchmark_sizes(shared):
     assert [len(task_classes(st, t)) for t in TASKS] == [5, 23, 44, 19, 12, 71]
     assert task_classes(st) == sorted(SUPERCLASSES)
 
-def test_label_matrix(full, caplog):
+def test_label_matrix(full, db, stmts, caplog):
+    n, sup, subd = len(db), _class_counts(db, stmts), _class_counts(db, stmts, 'diagnostic_subclass')
+    n_unlabelled = sum(not any(stmts.loc[c, 'diagnostic'] == 1 for c in ast.literal_eval(s)) for s in db.scp_codes)
     with caplog.at_level(logging.WARNING, logger='ecg_dml.data.ptbxl'):
         y, classes = label_matrix(full, 'superdiagnostic')
-    assert y.dtype == np.float32 and y.shape == (987, 5) and classes == ['CD', 'HYP', 'MI', 'NORM', 'STTC']
-    assert dict(zip(classes, y.sum(0).astype(int))) == {'NORM': 528, 'STTC': 230, 'CD': 193, 'MI': 183, 'HYP': 97}
-    assert (y.sum(1) == 0).sum() == 12 == (~has_labels(full)).sum()       # 12 records have no diagnostic statement
-    assert '12 of 987 records have no superdiagnostic label' in caplog.text
+    assert y.dtype == np.float32 and y.shape == (n, 5) and classes == ['CD', 'HYP', 'MI', 'NORM', 'STTC']
+    assert dict(zip(classes, y.sum(0).astype(int))) == sup.reindex(classes, fill_value=0).to_dict()
+    assert (y.sum(1) == 0).sum() == n_unlabelled == (~has_labels(full)).sum() > 0   # no diagnostic statement at all
+    assert f'{n_unlabelled} of {n} records have no superdiagnostic label' in caplog.text
     kept = full[has_labels(full)]
     assert label_matrix(kept)[0].sum(1).min() == 1
     y, classes = label_matrix(full, 'subdiagnostic', classes=task_classes(read_scp_statements(sample_dir()), 'subdiagnostic'))
-    assert y.shape == (987, 23) and y[:, classes.index('IMI')].sum() == 101
-    assert y[:, classes.index('PMI')].sum() == 0      # absent from this subset but its column stays
+    assert y.shape == (n, 23) and y[:, classes.index('IMI')].sum() == subd['IMI'] > 0
+    assert y[:, classes.index('PMI')].sum() == subd.get('PMI', 0)
+    no_pmi = full[~full.subdiagnostic.map(lambda s: 'PMI' in s)]
+    y2, c2 = label_matrix(no_pmi, 'subdiagnostic', classes=classes)
+    assert c2 == classes and y2[:, classes.index('PMI')].sum() == 0   # a class absent from the records keeps its column
     counts = label_counts(full, 'subdiagnostic')
     _, c = label_matrix(full, 'subdiagnostic', min_count=20)
     assert c == sorted(counts.index[counts > 20]) and 'RVH' not in c and 'IMI' in c
@@ -70,19 +90,19 @@ def test_label_matrix(full, caplog):
     assert c == sorted({k for d in full.scp_codes for k in d}) and (y.sum(1) == full.scp_codes.map(len)).all()
     with pytest.raises(ValueError, match='unknown task'): label_matrix(full, 'super')
 
-def test_age_90_plus(full):
-    old = full[full.age_90_plus]
-    assert len(old) == 21 and (old.age_raw == AGE_90_PLUS).all() and (old.age == 90).all()
+def test_age_90_plus(full, db):
+    old = full[full.age_90_plus]                                   # the CSV (v1.0.3) codes every age >= 90 as 300
+    assert len(old) == (db.age == 300).sum() > 0 and (old.age_raw == AGE_90_PLUS).all() and (old.age == 90).all()
     young = full[~full.age_90_plus]
     assert young.age.equals(young.age_raw) and young.age.max() < 90
     assert full.age.max() == 90 and set(full.sex) == {0, 1}
 
-def test_500hz_rows_without_files_are_kept_flagged_and_reported(shared, caplog):
+def test_500hz_rows_without_files_are_kept_flagged_and_reported(shared, db, caplog):
     with caplog.at_level(logging.WARNING, logger='ecg_dml.data.ptbxl'):
         df = ptbxl_index(shared/'ptbxl', fs=500)
-    assert len(df) == 987 and df.has_signal.sum() == 488
+    assert len(df) == len(db) and df.has_signal.sum() == 488                       # 500 Hz files: ecg_id 1-500 only
     assert (df.index[df.has_signal] <= 500).all() and (df.index[~df.has_signal] > 500).all()
-    assert '499 of 987 records have no 500 Hz signal' in caplog.text and 'kept them' in caplog.text
+    assert f'{len(db) - 488} of {len(db)} records have no 500 Hz signal' in caplog.text and 'kept them' in caplog.text
     for p in df.path[df.has_signal]:
         assert Path(p).is_absolute() and p.endswith('_hr') and Path(p + '.dat').exists()
     caplog.clear()
@@ -96,20 +116,22 @@ def test_sample_index(sample):
     df = ptbxl_index(sample_dir(), fs=500)
     assert df.has_signal.sum() == 10
 
-def test_fold_split(full):
+def test_fold_split(full, db):
+    f = db.strat_fold
     s = fold_split(full)
-    assert s.value_counts().to_dict() == {'train': 723, 'valid': 136, 'test': 128}
+    assert s.value_counts().to_dict() == {'train': (f <= 8).sum(), 'valid': (f == 9).sum(), 'test': (f == 10).sum()}
     assert (s[full.strat_fold == 9] == 'valid').all() and (s[full.strat_fold <= 8] == 'train').all()
     s2 = fold_split(full, valid_folds=(7, 8), test_folds=(9, 10))
-    assert s2.value_counts().to_dict() == {'train': 528, 'test': 264, 'valid': 195}
+    assert s2.value_counts().to_dict() == {'train': (f <= 6).sum(), 'test': f.isin([9, 10]).sum(), 'valid': f.isin([7, 8]).sum()}
     with pytest.raises(ValueError, match='both valid and test'): fold_split(full, (9,), (9, 10))
 
 def test_patient_split_has_no_leakage_and_is_seeded(full):
+    n, k = len(full), full.patient_id.value_counts().max()     # a part overshoots by less than one patient's records
     for seed in range(5):
         s = patient_split(full, valid_pct=0.1, test_pct=0.2, seed=seed)
         assert leaking_patients(full, s) == []
-        n = s.value_counts()
-        assert 0.2 * 987 <= n['test'] <= 0.2 * 987 + 4 and 0.1 * 987 <= n['valid'] <= 0.1 * 987 + 4
+        c = s.value_counts()
+        assert 0.2 * n <= c['test'] < 0.2 * n + k and 0.1 * n <= c['valid'] < 0.1 * n + k
     assert patient_split(full, seed=3).equals(patient_split(full, seed=3))
     assert not patient_split(full, seed=3).equals(patient_split(full, seed=4))
     # the same split whatever the row order
