@@ -14,11 +14,12 @@ from pathlib import Path
 import pandas as pd, torch
 from ecg_dml.core import sample_dir, shared_data_dir
 from ecg_dml.learner import StepTimer
-from ecg_dml.pretrain import pretrain, METHODS
+from ecg_dml.pretrain import pretrain
+from ecg_dml.methods import get_method
 
 def measure(data, method, encoder, bs, out, epochs=1):
     learn = pretrain(data, method=method, encoder=encoder, bs=bs, epochs=epochs, out=out/method, progress=False,
-                     probe=False, fit=False, labels='age' if METHODS[method].needs_labels else None)
+                     probe=False, fit=False, labels='age' if get_method(method).needs_labels else None)
     timer = StepTimer(skip=2)
     learn.add_cb(timer)
     t = time.time(); learn.fit(epochs, 1e-3); wall = time.time() - t

@@ -105,6 +105,8 @@ class GatherLoss(nn.Module):
     def forward(self, emb:Tensor, info:BatchInfo) -> Tensor: return self.loss(*gather_batch(emb, info))
     @property
     def stats(self): return getattr(self.loss, 'stats', {})
+    @property
+    def mined(self): return getattr(self.loss, 'mined', None)
 
 # %% ../nbs/42_distributed.ipynb #16e2b8eb
 def distributed_trainer(sync_bn:bool|None=None, # SyncBatchNorm (default: on CUDA; PyTorch has no CPU version)

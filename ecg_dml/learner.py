@@ -18,7 +18,7 @@ from .views import flatten_views
 # %% auto #0
 __all__ = ['rank_world', 'unwrap_model', 'MetricLearningCallback', 'knn_auroc', 'KNNProbe', 'save_checkpoint', 'load_checkpoint',
            'EpochStats', 'Checkpoint', 'EpochLog', 'restore', 'FP32Loss', 'AccumulateGradients', 'dml_learner',
-           'StepTimer']
+           'MiningDiagnostics', 'StepTimer']
 
 # %% ../nbs/40_learner.ipynb #5740b177
 def _seed_of(*ints) -> int:
@@ -215,6 +215,8 @@ class FP32Loss(nn.Module):
         with torch.autocast(emb.device.type, enabled=False): return self.loss(emb.float(), info)
     @property
     def stats(self): return getattr(self.loss, 'stats', {})
+    @property
+    def mined(self): return getattr(self.loss, 'mined', None)
 
 from fastai.callback.training import GradientAccumulation
 from fastai.torch_core import find_bs
@@ -263,6 +265,35 @@ def dml_learner(dls, # `ecg_dls(..., with_ids=True)`
     if mixed_precision: learn.to_fp16()
     if isinstance(loss, nn.Module): loss.to(dls.device)
     return learn
+
+# %% ../nbs/40_learner.ipynb #bae566ba
+from .metric.positives import pair_purity
+
+class MiningDiagnostics(Callback):
+    "Per epoch: the loss's `active_fraction` / `top1` and the label purity of its mined positives beside chance, into the epoch row"
+    order = 53   # after EpochStats (52) made the epoch's row, before EpochLog (55) and Checkpoint (60) write it
+    COLUMNS = ('active_fraction', 'top1', 'purity', 'purity_chance')
+    def __init__(self, labels=None): # a `RecordLookup` of multi-hot labels by record id (diagnostics only), or None
+        self.labels = labels
+    def before_epoch(self): self._sums = {k: [0., 0.] for k in self.COLUMNS}
+    def _add(self, k, v, w=1.):
+        v = float(v)
+        if v == v and w > 0: self._sums[k][0] += v * w; self._sums[k][1] += w
+    def after_loss(self):
+        if not self.training: return
+        lf = self.learn.loss_func
+        for k, v in (getattr(lf, 'stats', None) or {}).items():
+            if k in ('active_fraction', 'top1'): self._add(k, v)
+        mined = getattr(lf, 'mined', None)
+        if self.labels is not None and mined is not None and len(mined.anchors):
+            pur, chance, n = pair_purity(mined, self.labels)
+            self._add('purity', pur, n); self._add('purity_chance', chance, n)
+    def after_epoch(self):
+        row = getattr(self.learn, 'epoch_row', None)
+        if row is None: return
+        secs = row.pop('seconds', None)
+        row.update({k: s / n if n else float('nan') for k, (s, n) in self._sums.items()})
+        if secs is not None: row['seconds'] = secs
 
 # %% ../nbs/40_learner.ipynb #92f267c9
 import pandas as pd

@@ -4,90 +4,26 @@
 
 # %% ../nbs/41_pretrain.ipynb #45897ea8
 from __future__ import annotations
-import hashlib, json, time
-from dataclasses import dataclass, field
-from functools import partial
+import ast, hashlib, json, time
 from pathlib import Path
-from typing import Callable
 import numpy as np, pandas as pd, torch
 from torch import nn
 from fastcore.script import call_parse
-from .core import LEADS, Registry, get_device, set_seed
+from .core import get_device, set_seed
 from .data.wfdb import scan_wfdb
-from .data.ptbxl import ptbxl_index, fold_split, patient_split
+from .data.ptbxl import ptbxl_index, fold_split, patient_split, SUPERCLASSES
 from .data.store import ECGStore, build_store
 from .data.loaders import ecg_dls
 from .models.heads import EmbeddingModel, create_encoder
-from .metric.miners import (InputDistanceMiner, LabelMiner, ContinuousTargetMiner, KNNGraphMiner, knn_graph,
-                                   knn_order)
-from .metric.losses import MinedTripletLoss
-from .metric.contrastive import NTXent, CLOCSLoss, PCLRLoss
-from .views import simclr_views, threekg_views, clocs_segments, clocs_leads, clocs_segments_leads
-from .learner import dml_learner, KNNProbe, load_checkpoint, restore, rank_world
+from .metric.miners import RecordLookup
+from .methods import METHODS, Method, Setup, get_method, register_method
+from .learner import dml_learner, KNNProbe, MiningDiagnostics, load_checkpoint, restore, rank_world
 from .distributed import init_distributed, distribute
 import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['METHODS', 'Method', 'register_method', 'resolve_data', 'pretrain_split', 'pretrain', 'save_encoder', 'load_encoder',
-           'plot_log', 'ecg_dml_pretrain']
-
-# %% ../nbs/41_pretrain.ipynb #bddf22e1
-@dataclass
-class Method:
-    "What distinguishes one pretraining method from another: views, loss, batch order, input leads, labels"
-    make_loss:Callable          # (cfg: dict, ctx: dict) -> loss(emb, info)
-    views:Callable|None=None    # (cfg) -> a Views pipeline, or None
-    order:str|Callable='random' # loader order; a callable (cfg, ctx) -> order function
-    single_lead:bool=False      # the encoder sees one lead at a time (CLOCS CMLC / CMSMLC)
-    needs_labels:bool=False     # supervised (labels used for mining)
-    doc:str=''
-
-def _dml_loss(cfg, ctx, metric=None, **kw):
-    m = InputDistanceMiner(metric=metric or cfg['distance'], neg_k=cfg.get('neg_k', 2), **kw)
-    return MinedTripletLoss(m, margin=cfg.get('margin', 0.2))
-
-def _knn_graphs(signals, ids, tr, va, cfg) -> dict:
-    "One kNN graph over the training and validation ECGs; the training order uses its train-to-train edges"
-    rows = np.concatenate([tr, va])
-    x = signals.get_batch(rows) if hasattr(signals, 'get_batch') else signals[rows]
-    idx, _ = knn_graph(x, k=cfg.get('k', 5), metric=cfg['distance'])
-    idx = np.asarray(idx)
-    idx_tr = np.where(idx[:len(tr)] < len(tr), idx[:len(tr)], -1)
-    return {'knn_idx': idx, 'knn_ids': ids[rows], 'knn_idx_train': idx_tr}
-
-def _knn_loss(cfg, ctx):
-    return MinedTripletLoss(KNNGraphMiner(ctx['knn_idx'], ids=ctx['knn_ids'],
-                                          fallback=InputDistanceMiner(metric=cfg['distance'])), margin=cfg.get('margin', 0.2))
-
-def _knn_order(cfg, ctx): return lambda n, bs, rng: knn_order(ctx['knn_idx_train'], bs, rng)
-
-def _sup_loss(cfg, ctx):
-    y = ctx['labels']
-    continuous = np.asarray(y).dtype.kind == 'f' and np.asarray(y).ndim == 1 and len(np.unique(y)) > 20
-    miner = ContinuousTargetMiner() if continuous else LabelMiner(kind='semihard', margin=cfg.get('margin', 0.2))
-    return MinedTripletLoss(miner, margin=cfg.get('margin', 0.2))
-
-METHODS = Registry('method')
-METHODS.update({
-    'dml': Method(_dml_loss, doc='self-supervised DML: input-distance mined triplets (the DML paper)'),
-    'dml-dtw': Method(lambda c, x: _dml_loss(c, x, metric='dtw', band=c.get('band', 0.1), fs=c['fs'],
-                                             target_fs=c.get('dtw_fs', 50)), doc='DML with DTW mining (50 Hz, 10 % band)'),
-    'dml-knn': Method(_knn_loss, order=_knn_order, doc='DML with positives from a global kNN graph'),
-    'supdml': Method(_sup_loss, needs_labels=True, doc='supervised DML on classes or a continuous target'),
-    'simclr': Method(lambda c, x: NTXent(c.get('tau', 0.1)), views=lambda c: simclr_views(), doc='SimCLR NT-Xent'),
-    '3kg': Method(lambda c, x: NTXent(c.get('tau', 0.1)), views=lambda c: threekg_views(), doc='3KG views, NT-Xent'),
-    'clocs-cmsc': Method(lambda c, x: CLOCSLoss('cmsc', c.get('tau', 0.1)), views=lambda c: clocs_segments(2),
-                         doc='CLOCS: adjacent segments as views'),
-    'clocs-cmlc': Method(lambda c, x: CLOCSLoss('cmlc', c.get('tau', 0.1)), views=lambda c: clocs_leads(),
-                         single_lead=True, doc='CLOCS: leads as views'),
-    'clocs-cmsmlc': Method(lambda c, x: CLOCSLoss('cmsmlc', c.get('tau', 0.1)), views=lambda c: clocs_segments_leads(),
-                           single_lead=True, doc='CLOCS: leads of segments as views'),
-    'pclr': Method(lambda c, x: PCLRLoss(c.get('tau', 0.1)), order='patient', doc='PCLR: same-patient positives'),
-})
-
-def register_method(name:str, method:Method, overwrite:bool=False):
-    "Make `method` available as `pretrain(method=name)`"
-    return METHODS.register(name, method, overwrite)
+__all__ = ['resolve_data', 'pretrain_split', 'purity_labels', 'pretrain', 'save_encoder', 'load_encoder', 'plot_log',
+           'ecg_dml_pretrain']
 
 # %% ../nbs/41_pretrain.ipynb #58db3630
 def resolve_data(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or array [N, leads, T] (mV)
@@ -144,14 +80,30 @@ def _labels(labels, meta):
     if y.dtype.kind in 'OUS': y = pd.factorize(y)[0]
     return y.astype(np.float32) if y.dtype.kind == 'f' else y.astype(np.int64)
 
+def purity_labels(meta:pd.DataFrame # a run's table; PTB-XL's carries `superdiagnostic` label lists
+                 ) -> RecordLookup|None:
+    "Multi-hot superdiagnostic labels by record id, for the positive-purity diagnostic (never for training); None without them"
+    if 'superdiagnostic' not in meta or 'ecg_id' not in meta: return None
+    sets = [ast.literal_eval(s) if isinstance(s, str) else (list(s) if isinstance(s, (list, tuple)) else [])
+            for s in meta['superdiagnostic']]
+    y = np.array([[c in s for c in SUPERCLASSES] for s in sets], dtype=np.float32)
+    return RecordLookup(y, meta['ecg_id'].to_numpy())
+
 def _rewrite_log(path:Path, history:list):
     "Write the CSV log as the checkpoint knows it: rows a killed run logged after its last checkpoint are dropped"
     if history: pd.DataFrame(history, columns=list(history[0])).to_csv(path, index=False)
 
+def _first_rank_first(fn, rank:int, world:int):
+    "Run `fn` on rank 0 first, then on the other ranks (they reuse what rank 0 wrote: a store, beat templates)"
+    if rank: dist.barrier()
+    out = fn()
+    if world > 1 and not rank: dist.barrier()
+    return out
+
 def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or array [N, leads, T] in mV
-             method:str='dml', # a name in `METHODS`
+             method:str|Method='dml', # a preset name in `METHODS`, or a `Method` object
              encoder:str='resnet1d18', # a name known to `create_encoder`
-             distance:str='euclidean', # input distance for DML mining ('euclidean', 'correlation', 'cosine', ...)
+             distance:str|None=None, # DML methods: input distance ('euclidean', 'correlation', 'dtw', ...); None: the method's
              epochs:int=10, bs:int=64, # batch per process (data-parallel: the global batch is bs x processes)
              lr:float=1e-3, wd:float|None=None,
              accumulate:int=1, # optimizer step every `accumulate` batches (mining still sees one batch)
@@ -166,47 +118,45 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
              n_workers:int=0, # DataLoader workers
              device=None, # default: `get_device()`
              encoder_kw:dict|None=None, # passed to `create_encoder`
-             method_kw:dict|None=None, # method options (margin, tau, neg_k, band, ...)
+             method_kw:dict|None=None, # fields of the method to set (k, tau, margin, objective, positives, ...)
              progress:bool=True, fit:bool=True, # `fit=False`: return the Learner untrained
             ):
     "Pretrain an ECG encoder with `method`; returns the fastai Learner (the encoder is `learn.model.encoder`)"
-    if method not in METHODS: raise ValueError(f'unknown method {method!r}; choose from {", ".join(sorted(METHODS))}')
-    m, out = METHODS[method], Path(out)
+    m = get_method(method, **({'distance': distance} if distance is not None else {}), **(method_kw or {}))
+    out = Path(out)
     device = init_distributed(device)      # joins the process group when torchrun / accelerate launch started us
     rank, world = rank_world()
     progress = progress and rank == 0
     out.mkdir(parents=True, exist_ok=True)
-    cfg = dict(method=method, encoder=encoder, distance=distance, epochs=epochs, bs=bs, lr=lr, wd=wd, emb_dim=emb_dim,
+    cfg = dict(method=method if isinstance(method, str) else type(m).__name__, method_config=m.config(), encoder=encoder,
+               epochs=epochs, bs=bs, lr=lr, wd=wd, emb_dim=emb_dim,
                **({'accumulate': accumulate} if accumulate > 1 else {}), **({'clip': clip} if clip != 1.0 else {}),
-               fs=float(fs), seconds=float(seconds), seed=seed, world_size=world, encoder_kw=encoder_kw or {},
-               **(method_kw or {}))
+               fs=float(fs), seconds=float(seconds), seed=seed, world_size=world, encoder_kw=encoder_kw or {})
     set_seed(seed)
-    if rank: dist.barrier()                # data-parallel: rank 0 builds the store first, the others then open it
-    signals, meta = resolve_data(data, out, fs, seconds, progress=progress)
-    if world > 1 and not rank: dist.barrier()
+    signals, meta = _first_rank_first(lambda: resolve_data(data, out, fs, seconds, progress=progress), rank, world)
     y = _labels(labels, meta)
-    if m.needs_labels and y is None: raise ValueError(f'method {method!r} needs labels= (a column name or an array)')
+    if m.needs_labels and y is None: raise ValueError(f'method {cfg["method"]!r} needs labels= (a column name or an array)')
     if split is None: split = pretrain_split(meta, seed=seed)
     else:
         split = np.asarray(split).astype(str)
         if len(split) != len(meta): raise ValueError(f'split has {len(split)} entries, the data {len(meta)} ECGs')
         cfg['split_sha'] = hashlib.sha256(split.tobytes()).hexdigest()[:16]   # resume refuses another split
     tr, va = np.nonzero(split == 'train')[0], np.nonzero(split == 'valid')[0]
-    ctx = {'labels': y}
-    if method == 'dml-knn': ctx.update(_knn_graphs(signals, meta['ecg_id'].to_numpy(), tr, va, cfg))
-    order = m.order(cfg, ctx) if callable(m.order) else m.order
+    setup = Setup(fs=float(fs), bs=bs, seed=seed, labels=y, progress=progress, device=device)
+    state = _first_rank_first(lambda: m.prepare(signals, meta, split, setup), rank, world)
     n_leads = signals.shape[1]
     dls = ecg_dls(signals, targets=y if m.needs_labels else None, split=(tr, va), bs=bs,
-                  order=order, with_ids=True, record_ids=meta['ecg_id'].to_numpy(), patient_ids=meta['patient_id'].to_numpy(),
-                  seed=seed, num_workers=n_workers, device=device, rank=rank, world_size=world)
+                  order=m.order(state), with_ids=True, record_ids=meta['ecg_id'].to_numpy(),
+                  patient_ids=meta['patient_id'].to_numpy(), seed=seed, num_workers=n_workers, device=device,
+                  rank=rank, world_size=world)
     enc = create_encoder(encoder, n_leads=1 if m.single_lead else n_leads, **cfg['encoder_kw'])
     cfg['n_leads'] = 1 if m.single_lead else int(n_leads)
     model = EmbeddingModel(enc, n_out=emb_dim).to(device)
     pr = _probe(signals, meta, split, seed=seed) if probe and not m.single_lead else None
-    learn = dml_learner(dls, model, m.make_loss(cfg, ctx), views=m.views(cfg) if m.views else None, fs=fs,
-                        labels=m.needs_labels, seed=seed, probe=pr, checkpoint=out/'checkpoint.pth', config=cfg,
-                        csv_log=out/'log.csv', lr=lr, wd=wd, clip=clip, accumulate=accumulate)
-    learn.path, learn.pretrain_config = out, cfg
+    learn = dml_learner(dls, model, m.loss(state), views=m.views(), fs=fs, labels=m.needs_labels, seed=seed, probe=pr,
+                        checkpoint=out/'checkpoint.pth', config=cfg, csv_log=out/'log.csv', lr=lr, wd=wd, clip=clip,
+                        accumulate=accumulate, cbs=[MiningDiagnostics(purity_labels(meta))])
+    learn.path, learn.pretrain_config, learn.method = out, cfg, m
     distribute(learn)                      # one process: nothing; several: gathered loss, DDP, rank-0 logging
     if not progress:   # no bars and no printed epoch rows (log.csv has them)
         learn.remove_cbs(learn.cbs.filter(lambda c: type(c).__name__ == 'ProgressCallback'))
@@ -218,7 +168,7 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
             raise ValueError(f'{out}/checkpoint.pth was written by another configuration: {ck["config"]}')
         restore(learn, ck); start = ck['epoch'] + 1
         if not rank: _rewrite_log(out/'log.csv', ck['history'])
-        if not rank: print(f'resuming {method} from {out}/checkpoint.pth after epoch {start} of {epochs}')
+        if not rank: print(f'resuming {cfg["method"]} from {out}/checkpoint.pth after epoch {start} of {epochs}')
     elif (out/'log.csv').exists() and not rank: (out/'log.csv').unlink()
     if fit and start < epochs:
         learn.fit_one_cycle(epochs, lr, wd=wd, start_epoch=start)
@@ -249,17 +199,24 @@ import matplotlib.pyplot as plt
 
 def plot_log(run, # a run folder (with log.csv) or a log.csv path
              title:str|None=None):
-    "Training and validation loss, and the kNN probe when logged, per epoch of a pretraining run"
+    "Per epoch of a pretraining run: the losses, the kNN probe, and the mining diagnostics (purity vs chance, active share)"
     path = Path(run); path = path/'log.csv' if path.is_dir() else path
     log = pd.read_csv(path)
-    probe = 'knn_auroc' in log and log.knn_auroc.notna().any()
-    fig, axs = plt.subplots(1, 2 if probe else 1, figsize=(9 if probe else 4.5, 3.2), squeeze=False)
-    ax = axs[0, 0]
-    ax.plot(log.epoch, log.train_loss, 'o-', label='train'); ax.plot(log.epoch, log.valid_loss, 's--', label='valid')
-    ax.set(xlabel='epoch', ylabel='loss', title=title or path.parent.name); ax.legend()
-    if probe:
-        axs[0, 1].plot(log.epoch, log.knn_auroc, 'o-', color='C2')
-        axs[0, 1].set(xlabel='epoch', ylabel='kNN AUROC (NORM vs abnormal)', title='representation probe')
+    has = lambda c: c in log and log[c].notna().any()
+    panels = ['loss'] + (['probe'] if has('knn_auroc') else []) + (['mining'] if any(map(has, MiningDiagnostics.COLUMNS)) else [])
+    fig, axs = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
+    for ax, panel in zip(axs[0], panels):
+        if panel == 'loss':
+            ax.plot(log.epoch, log.train_loss, 'o-', label='train'); ax.plot(log.epoch, log.valid_loss, 's--', label='valid')
+            ax.set(xlabel='epoch', ylabel='loss', title=title or path.parent.name); ax.legend()
+        elif panel == 'probe':
+            ax.plot(log.epoch, log.knn_auroc, 'o-', color='C2')
+            ax.set(xlabel='epoch', ylabel='kNN AUROC (NORM vs abnormal)', title='representation probe')
+        else:
+            for c, style, lab in (('purity', 'o-', 'positive purity'), ('purity_chance', 'k:', 'purity by chance'),
+                                  ('active_fraction', 's--', 'active triplets'), ('top1', '^--', 'positive beats all negatives')):
+                if has(c): ax.plot(log.epoch, log[c], style, label=lab)
+            ax.set(xlabel='epoch', ylabel='fraction', ylim=(0, 1.02), title='mining'); ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -267,9 +224,9 @@ def plot_log(run, # a run folder (with log.csv) or a log.csv path
 @call_parse
 def ecg_dml_pretrain(
     data:str=None, # WFDB folder, PTB-XL root or store folder (default: the bundled PTB-XL sample)
-    method:str='dml', # one of: dml, dml-dtw, dml-knn, supdml, simclr, 3kg, clocs-cmsc, clocs-cmlc, clocs-cmsmlc, pclr
+    method:str='dml', # a preset: dml, dml-paper, dml-dtw, dml-knn, dml-template-triplet, dml-template-infonce, supdml, simclr, 3kg, clocs-cmsc, clocs-cmlc, clocs-cmsmlc, pclr
     encoder:str='xresnet1d18', # resnet1d18, resnet1d34, xresnet1d18/34/50/101, temporalnet, temporalnet_dual
-    distance:str='euclidean', # input distance for DML mining
+    distance:str=None, # DML methods: input distance (euclidean, correlation, dtw, ...; default: the method's)
     epochs:int=5, bs:int=32, lr:float=3e-3,
     labels:str=None, # supdml: the column of the data's table to mine on (e.g. age)
     out:str='ecg_dml_run', # run folder
@@ -280,13 +237,13 @@ def ecg_dml_pretrain(
     "Pretrain an ECG encoder with self-supervised (or supervised) metric learning and report what it learned"
     from ecg_dml.core import sample_dir
     t0 = time.time()
-    learn = pretrain(data or sample_dir(), method=method, encoder=encoder, distance=distance, epochs=epochs, bs=bs,
-                     lr=lr, labels=labels, out=out, resume=resume, seed=seed, device=device, fit=False)
+    kw = dict(method=method, encoder=encoder, distance=distance, epochs=epochs, bs=bs, lr=lr, labels=labels, out=out,
+              resume=resume, seed=seed, device=device)
+    learn = pretrain(data or sample_dir(), fit=False, **kw)
     probe = next((c for c in learn.cbs if isinstance(c, KNNProbe)), None)
     rank, world = rank_world()
     before = probe.score() if probe and not rank else None
-    learn = pretrain(data or sample_dir(), method=method, encoder=encoder, distance=distance, epochs=epochs, bs=bs,
-                     lr=lr, labels=labels, out=out, resume=resume, seed=seed, device=device)
+    learn = pretrain(data or sample_dir(), **kw)
     if rank: return                        # data-parallel: rank 0 reports
     log = pd.read_csv(Path(out)/'log.csv')
     n = learn.dls.train.n * world
@@ -297,4 +254,7 @@ def ecg_dml_pretrain(
     if before is not None:
         print(f'  kNN probe (NORM vs abnormal, AUROC on the validation fold): random init {before:.3f} -> '
               f'pretrained {log.knn_auroc.iloc[-1]:.3f}')
+    if log.purity.notna().any():
+        print(f'  positive purity (label agreement of mined positives, last epoch): {log.purity.iloc[-1]:.3f} '
+              f'vs {log.purity_chance.iloc[-1]:.3f} for random pairs of the same batches')
     print(f'  encoder saved to {Path(out)/"encoder.pth"}  (load it with ecg_dml.pretrain.load_encoder)')

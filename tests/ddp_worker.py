@@ -15,9 +15,9 @@ from ecg_dml.data.wfdb import read_record
 from ecg_dml.data.loaders import ecg_dls
 from ecg_dml.distributed import init_distributed, gather_batch, GatherLoss, distribute
 from ecg_dml.learner import dml_learner, rank_world, unwrap_model
-from ecg_dml.metric.miners import InputDistanceMiner, LabelMiner
+from ecg_dml.metric.miners import InputDistanceMiner, LabelMiner, KNNGraphMiner, RecordLookup, knn_graph
 from ecg_dml.metric.losses import MinedTripletLoss, MarginDMLLoss, MultiSimilarityDMLLoss
-from ecg_dml.metric.contrastive import NTXent, CLOCSLoss, PCLRLoss
+from ecg_dml.metric.contrastive import NTXent, CLOCSLoss, PCLRLoss, MinedNTXent
 from ecg_dml.models.heads import EmbeddingModel, create_encoder
 from ecg_dml.views import simclr_views, clocs_segments, clocs_leads, flatten_views
 
@@ -41,7 +41,16 @@ LOSSES = {
     'clocs-cmsc': (lambda: CLOCSLoss('cmsc'), lambda: clocs_segments(2), False),
     'clocs-cmlc': (lambda: CLOCSLoss('cmlc'), lambda: clocs_leads(), False),
     'pclr': (lambda: PCLRLoss(0.1), None, False),
+    # self-supervised DML that learns: mined neighbours (a global kNN graph, or in-batch by looked-up per-record arrays)
+    'mined-ntxent-graph-own-view': (lambda: MinedNTXent(KNNGraphMiner(_graph(), ids=ecgs()[3])), lambda: simclr_views(), False),
+    'mined-ntxent-batch-lookup': (lambda: MinedNTXent(InputDistanceMiner(pos_k=3, lookup=RecordLookup(ecgs()[0], ecgs()[3])),
+                                                      own_view=False), None, False),
+    'triplet-graph-semihard': (lambda: MinedTripletLoss(KNNGraphMiner(_graph(), ids=ecgs()[3], neg='semihard')), None, False),
 }
+
+def _graph():
+    "A 5-NN graph over the test ECGs (the same in every process)"
+    return knn_graph(ecgs()[0], k=5, device='cpu')[0]
 
 def global_batch(name):
     "The global batch every run agrees on: rows, BatchInfo and embeddings (leaf), built identically in every process"

@@ -13,8 +13,8 @@ from ecg_dml.data.wfdb import read_record
 from ecg_dml.pretrain import pretrain
 import torch; torch.set_num_threads(1)
 df = ptbxl_index(sample_dir()).iloc[:96]
-x = np.stack([read_record(p).signal[:, :250] for p in df.path])
-kw = dict(method=sys.argv[2], encoder='xresnet1d18', epochs=3, bs=16, lr=3e-3, seconds=2.5, out=sys.argv[1],
+x = np.stack([read_record(p).signal[:, :500] for p in df.path])   # 5 s: room for beat templates
+kw = dict(method=sys.argv[2], encoder='xresnet1d18', epochs=3, bs=16, lr=3e-3, seconds=5, out=sys.argv[1],
           progress=False)
 mode = sys.argv[3] if len(sys.argv) > 3 else ''
 if mode == 'kill':    # SIGKILL itself in the middle of the second epoch (after its second batch)
@@ -33,7 +33,7 @@ def _run(out, method='dml', mode=''):
     return subprocess.Popen([sys.executable, '-c', RUN, str(out), method] + ([mode] if mode else []),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-@pytest.mark.parametrize('method', ['dml', 'simclr'])
+@pytest.mark.parametrize('method', ['dml', 'dml-paper', 'dml-template-triplet', 'simclr'])
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path, method):
     ref = _run(tmp_path/'ref', method); out_ref = ref.communicate()[0]
     assert ref.returncode == 0, out_ref
@@ -50,6 +50,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, method):
     assert lb.epoch.tolist() == [0, 1, 2]        # rewritten from the checkpoint on resume: no gaps, no repeats
     la, lb = la.set_index('epoch'), lb.set_index('epoch')
     np.testing.assert_allclose(la[['train_loss', 'valid_loss']], lb[['train_loss', 'valid_loss']], rtol=1e-5)
+    np.testing.assert_allclose(la[['active_fraction', 'top1', 'purity', 'purity_chance']], lb[['active_fraction', 'top1', 'purity', 'purity_chance']], rtol=1e-5)
     assert not list((tmp_path/'killed').glob('.*.tmp'))
 
 def test_checkpoint_is_weights_only_and_encoder_reloads(tmp_path):
@@ -58,7 +59,7 @@ def test_checkpoint_is_weights_only_and_encoder_reloads(tmp_path):
     enc, cfg = load_encoder(tmp_path/'run')
     assert cfg['method'] == 'dml' and cfg['n_leads'] == 12
     enc2, _ = load_encoder(tmp_path/'run'/'checkpoint.pth')
-    x = torch.randn(3, 12, 250)
+    x = torch.randn(3, 12, 500)
     torch.testing.assert_close(enc(x), enc2.eval()(x))
     ck = torch.load(tmp_path/'run'/'checkpoint.pth', weights_only=True)   # raises if anything needs unpickling
     assert set(ck) >= {'model', 'opt', 'epoch', 'rng', 'config', 'history'}
@@ -69,6 +70,7 @@ def test_cli_on_the_bundled_sample(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert 'kNN probe' in r.stdout and 'random init' in r.stdout and 'encoder saved to' in r.stdout
+    assert 'positive purity' in r.stdout, r.stdout             # make demo reports whether mining finds anything
     assert (tmp_path/'cli'/'encoder.pth').exists()
     h = subprocess.run([str(exe), '--help'], capture_output=True, text=True)
     assert h.returncode == 0 and '--method' in h.stdout and 'clocs-cmsc' in h.stdout

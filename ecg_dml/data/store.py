@@ -15,7 +15,7 @@ from .wfdb import read_record, RecordError
 from .preprocess import resample, crop_or_pad
 
 # %% auto #0
-__all__ = ['STORE_VERSION', 'StoreError', 'StoreConfig', 'encode', 'decode', 'WFDBReader', 'build_store', 'ECGStore',
+__all__ = ['STORE_VERSION', 'StoreError', 'StoreConfig', 'encode', 'decode', 'WFDBReader', 'build_store', 'ECGStore', 'Rows',
            'validate_store']
 
 # %% ../../nbs/04_data.store.ipynb #d38edb33
@@ -276,6 +276,16 @@ class ECGStore:
 
     def __getstate__(self):  # DataLoader workers re-open the memory maps in their own process
         d = self.__dict__.copy(); d['_maps'] = {}; return d
+
+# %% ../../nbs/04_data.store.ipynb #6e837e27
+class Rows:
+    "The rows `rows` of an ECG collection (an `ECGStore`, anything with `get_batch`, or an array) as a collection of their own"
+    def __init__(self, data, rows): self.data, self.rows = data, np.asarray(rows)
+    def __len__(self): return len(self.rows)
+    def get_batch(self, idx) -> np.ndarray:
+        "float32 `[len(idx), ...]`: rows `rows[idx]` of the data"
+        r = self.rows[np.asarray(idx)]
+        return self.data.get_batch(r) if hasattr(self.data, 'get_batch') else np.asarray(self.data[r], np.float32)
 
 # %% ../../nbs/04_data.store.ipynb #d4293cf6
 def validate_store(path:str|Path, # the store folder

@@ -22,7 +22,7 @@ from fastcore.basics import patch
 from fastcore.script import call_parse, bool_arg
 from ..core import get_device, sample_dir
 from ..data.ptbxl import ptbxl_index, label_matrix, SUPERCLASSES
-from ..data.store import build_store, ECGStore
+from ..data.store import build_store, ECGStore, Rows
 from ..data.loaders import ecg_dls
 from ..models.heads import ENCODERS, TaskHead, TaskModel, create_encoder
 from .embed import Embeddings, embed_dataset, plot_embedding_map
@@ -414,20 +414,12 @@ def _run_task(task, enc_label, seed, feats, signals, fresh, enc, meta, ids, spli
                     res.append({**key, 'n_train': n, 'n_test': len(te), 'status': f'undefined: {n} training labels, {why}'})
                     continue
                 p = run_protocol(proto, kind, y, tr[sub], va, te, features=None if feats is None else feats[rows],
-                                 signals=_Rows(signals, rows), seed=seed, **kw,
+                                 signals=Rows(signals, rows), seed=seed, **kw,
                                  encoder=enc if proto == 'finetune' else fresh() if proto == 'scratch' else None)
                 res += _metric_rows(key, y[te], p, classes, n_boot, seed, len(sub))
                 preds.append(_pred_frame(key, ids[rows][te], y[te], p, classes))
                 pooled.setdefault((proto, frac), []).append((te, p, len(sub)))
     return res, preds, pooled, (rows, y, classes, kind)
-
-class _Rows:
-    "The rows `rows` of an ECG collection, as a collection of their own (for stores and arrays alike)"
-    def __init__(self, data, rows): self.data, self.rows = data, np.asarray(rows)
-    def __len__(self): return len(self.rows)
-    def get_batch(self, idx):
-        r = self.rows[np.asarray(idx)]
-        return self.data.get_batch(r) if hasattr(self.data, 'get_batch') else np.asarray(self.data[r], np.float32)
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #5a753155
 def evaluate(encoder, # registered encoder name (random init only), checkpoint path, nn.Module, or {test fold: one of these}

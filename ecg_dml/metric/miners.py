@@ -115,7 +115,7 @@ class RecordIndex:
     def __len__(self): return len(self._ids)
     def rows(self, record_ids:Tensor) -> Tensor:
         "The row of each record id (int64, on the CPU); `MiningError` naming ids the table does not hold"
-        rid = torch.as_tensor(record_ids).cpu().long()
+        rid = torch.as_tensor(record_ids).cpu().long().contiguous()
         at = torch.searchsorted(self._ids, rid).clamp(max=len(self._ids) - 1)
         found = self._ids[at] == rid
         if not found.all(): raise MiningError(f'record ids {rid[~found][:5].tolist()} are not in {self.what}')
@@ -149,11 +149,14 @@ class MinedPairs:
         return cls(r[a.cpu()], r[p.cpu()], r)
 
 def embedding_distances(emb:Tensor, # [R, D] embeddings
-                        distance:str='sqeuclidean', # 'sqeuclidean', 'euclidean' or 'cosine' (1 - cos)
+                        distance='sqeuclidean', # 'sqeuclidean', 'euclidean', 'cosine' (1 - cos), or a pml distance object (its own normalisation)
                         normalize:bool=True # L2-normalise the embeddings first (as the losses do)
                        ) -> Tensor:
     "[R, R] distances between embeddings, measured as the losses measure them"
     if emb.ndim != 2: raise MiningError(f'embeddings must be [R, D], got shape {tuple(emb.shape)}')
+    if not isinstance(distance, str):   # a pytorch-metric-learning distance object, shared with the loss
+        m = distance(emb)
+        return 1 - m if distance.is_inverted else m
     return pairwise_distances(F.normalize(emb, dim=1) if normalize else emb, metric=distance)
 
 # %% ../../nbs/32_metric.miners.ipynb #0ad67a51
@@ -196,7 +199,8 @@ class InputDistanceMiner(Miner):
         neg_ok = negative_mask(info, R, d.device, self.exclude_same_patient)
         neg_ok &= torch.arange(R, device=d.device)[None, :] != p[:, None]
         if self.neg == 'random': return _per_anchor(p, pick_among_k(d, neg_ok, self.neg_k, True, self.generator))
-        if info.raw is None: raise MiningError(f"neg={self.neg!r} needs the embeddings as x and the raw ECGs in info.raw")
+        if info.raw is None and self.lookup is None:
+            raise MiningError(f"neg={self.neg!r} needs the embeddings as x and the raw ECGs in info.raw")
         pool = (_topk_mask(d, neg_ok, self.neg_k, largest=True) if self.neg_k is not None
                 else neg_ok & ~_topk_mask(d, other, self.pos_k, largest=False))
         e = embedding_distances(x, self.emb_distance, self.normalize).to(d.dtype)
