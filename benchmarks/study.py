@@ -35,7 +35,7 @@ from study_report import write_report   # noqa: E402  (tables and plots)
 
 # study method name -> pretrain() arguments; 'random-init' is the baseline (no pretraining)
 STUDY_METHODS = {
-    'dml-euclidean': dict(method='dml-paper', distance='euclidean')   # the DML paper's rule,
+    'dml-euclidean': dict(method='dml-paper', distance='euclidean'),   # the DML paper's rule
     'dml-correlation': dict(method='dml-paper', distance='correlation'),
     'dml-dtw': dict(method='dml-dtw'),
     'dml-knn-euclidean': dict(method='dml-knn', distance='euclidean'),
