@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_learner.ipynb #a8065ce4
 from __future__ import annotations
-import os, random, time
+import os, pickle, random, time
 from pathlib import Path
 import numpy as np, torch
 from torch import nn
@@ -16,9 +16,9 @@ from .core import BatchInfo, make_generator
 from .views import flatten_views
 
 # %% auto #0
-__all__ = ['rank_world', 'unwrap_model', 'MetricLearningCallback', 'knn_auroc', 'KNNProbe', 'save_checkpoint', 'load_checkpoint',
-           'EpochStats', 'Checkpoint', 'EpochLog', 'restore', 'FP32Loss', 'AccumulateGradients', 'dml_learner',
-           'MiningDiagnostics', 'StepTimer']
+__all__ = ['rank_world', 'unwrap_model', 'MetricLearningCallback', 'knn_auroc', 'KNNProbe', 'save_checkpoint', 'CheckpointError',
+           'load_checkpoint', 'EpochStats', 'Checkpoint', 'EpochLog', 'restore', 'FP32Loss', 'AccumulateGradients',
+           'dml_learner', 'MiningDiagnostics', 'StepTimer']
 
 # %% ../nbs/40_learner.ipynb #5740b177
 def _seed_of(*ints) -> int:
@@ -143,9 +143,23 @@ def save_checkpoint(path:str|Path, state:dict):
     finally:
         if tmp.exists(): tmp.unlink()
 
+class CheckpointError(Exception):
+    "A checkpoint that is missing, corrupt, or not a safe ecg_dml checkpoint (it needs code to be unpickled)"
+
 def load_checkpoint(path:str|Path, map_location='cpu') -> dict:
-    "A checkpoint written by `save_checkpoint`, read with weights-only deserialisation"
-    return torch.load(path, map_location=map_location, weights_only=True)
+    "A checkpoint written by `save_checkpoint`, read with weights-only deserialisation; `CheckpointError` otherwise"
+    path = Path(path)
+    if not path.is_file(): raise CheckpointError(f'{path}: no such checkpoint file')
+    try: return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:   # torch's text suggests weights_only=False: never for a file you did not make
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        why = next((l for l in lines if l.startswith('WeightsUnpickler error')), lines[-1] if lines else type(e).__name__)
+        raise CheckpointError(f'{path}: not a safe ecg_dml checkpoint — weights-only loading refused it ({why[:200]}). '
+                              'ecg_dml checkpoints hold only tensors and plain containers; do not load this file with '
+                              'torch.load(weights_only=False) unless you made it yourself: that would run the code it '
+                              'carries.') from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f'{path}: corrupt or truncated checkpoint ({type(e).__name__}: {str(e)[:200]})') from None
 
 class EpochStats(Callback):
     "`learn.epoch_row`: the mean training loss of the epoch, then the Recorder's validation loss and metrics; `None` for an epoch skipped on resume or run by `lr_find`"

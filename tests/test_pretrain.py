@@ -74,3 +74,26 @@ def test_cli_on_the_bundled_sample(tmp_path):
     assert (tmp_path/'cli'/'encoder.pth').exists()
     h = subprocess.run([str(exe), '--help'], capture_output=True, text=True)
     assert h.returncode == 0 and '--method' in h.stdout and 'clocs-cmsc' in h.stdout
+
+class _Payload:
+    def __reduce__(self): return (print, ('this ran while unpickling',))
+
+def test_tampered_or_truncated_checkpoint_is_refused_at_every_entry_point(tmp_path):
+    "A checkpoint that needs code to unpickle, or a truncated one: CheckpointError naming the file, never weights_only=False advice"
+    from ecg_dml.learner import CheckpointError
+    from ecg_dml.evaluate.protocols import load_checkpoint as eval_load
+    from ecg_dml.pretrain import pretrain
+    r = _run(tmp_path/'run'); out = r.communicate()[0]
+    assert r.returncode == 0, out
+    good = torch.load(tmp_path/'run'/'checkpoint.pth', weights_only=True)
+    torch.save({**good, 'config': {**good['config'], 'x': _Payload()}}, tmp_path/'run'/'checkpoint.pth')
+    torch.save({'encoder': {}, 'config': _Payload()}, tmp_path/'run'/'encoder.pth')
+    for f in (lambda: load_encoder(tmp_path/'run'), lambda: load_encoder(tmp_path/'run'/'checkpoint.pth'),
+              lambda: eval_load(tmp_path/'run'/'encoder.pth')):
+        with pytest.raises(CheckpointError, match='not a safe ecg_dml checkpoint') as e: f()
+        assert 'torch.load(weights_only=False) unless you made it yourself' in str(e.value) and 'set to `False`' not in str(e.value)
+    x = np.random.default_rng(0).normal(0, .1, (40, 12, 500)).astype(np.float32)
+    with pytest.raises(CheckpointError, match='checkpoint.pth: not a safe'):
+        pretrain(x, encoder='xresnet1d18', epochs=1, bs=16, seconds=5, out=tmp_path/'run', resume=True, progress=False)
+    (tmp_path/'run'/'encoder.pth').write_bytes(b'PK\x03\x04 truncated')
+    with pytest.raises(CheckpointError, match='corrupt or truncated'): load_encoder(tmp_path/'run'/'encoder.pth')
