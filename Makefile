@@ -26,7 +26,7 @@ install: $(STAMP)  ## create .venv with the pinned environment and the package (
 
 demo: $(STAMP)  ## pretrain an encoder with self-supervised DML on the bundled real PTB-XL sample and report what it learned
 	$(BIN)/ecg_dml_info --n_read 20
-	$(BIN)/ecg_dml_pretrain --out demo_run
+	$(BIN)/ecg_dml_pretrain --out demo_run --overwrite
 
 # `make test` runs every notebook once, top to bottom, as the docs build: each notebook is executed afresh (no
 # cache) in its own process, cells flagged slow/cuda and `#| eval: false` skipped as nbdev_test skips them, and any

@@ -22,8 +22,8 @@ from .distributed import init_distributed, distribute
 import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['resolve_data', 'pretrain_split', 'purity_labels', 'pretrain', 'save_encoder', 'load_encoder', 'plot_log',
-           'ecg_dml_pretrain']
+__all__ = ['resolve_data', 'pretrain_split', 'purity_labels', 'RunExistsError', 'pretrain', 'save_encoder', 'load_encoder',
+           'plot_log', 'ecg_dml_pretrain']
 
 # %% ../nbs/41_pretrain.ipynb #58db3630
 def resolve_data(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or array [N, leads, T] (mV)
@@ -100,6 +100,24 @@ def _first_rank_first(fn, rank:int, world:int):
     if world > 1 and not rank: dist.barrier()
     return out
 
+class RunExistsError(FileExistsError):
+    "`pretrain(out=...)` names a folder that already holds a run, and neither `resume` nor `overwrite` was asked for"
+
+_RUN_FILES = ('checkpoint.pth', 'encoder.pth', 'log.csv')
+
+def _guard_run(out:Path, resume:bool, overwrite:bool, rank:int):
+    "Never destroy a run silently: refuse to start over in a folder holding one, unless told to (then delete it, saying so)"
+    if resume and overwrite: raise ValueError('resume=True continues the run in out, overwrite=True replaces it: pick one')
+    found = [f for f in _RUN_FILES[:2] if (out/f).exists()]
+    if not found or resume: return
+    if not overwrite:
+        raise RunExistsError(f'{out} already holds a pretraining run ({", ".join(found)}): pass resume=True to continue it '
+                             '(CLI --resume), overwrite=True to replace it (CLI --overwrite), or choose another out')
+    if rank: return
+    gone = [f for f in _RUN_FILES if (out/f).exists()]
+    for f in gone: (out/f).unlink(missing_ok=True)
+    print(f'overwrite=True: deleted the previous run in {out} ({", ".join(gone)})')
+
 def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or array [N, leads, T] in mV
              method:str|Method='dml', # a preset name in `METHODS`, or a `Method` object
              encoder:str='resnet1d18', # a name known to `create_encoder`
@@ -113,6 +131,7 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
              labels=None, # supdml: a column of the data's table or an array [N]
              out:str|Path='ecg_dml_run', # run folder: checkpoint, encoder, CSV log, store
              resume:bool=False, # continue from out/'checkpoint.pth' if it exists
+             overwrite:bool=False, # replace the run already in `out` (its checkpoint, encoder and log are deleted)
              split=None, # 'train'/'valid'/other per row of the data (other rows are not used); default `pretrain_split`
              seed:int=0, probe:bool=True, # log a kNN probe each epoch when labels for it exist (PTB-XL)
              n_workers:int=0, # DataLoader workers
@@ -128,6 +147,7 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
     rank, world = rank_world()
     progress = progress and rank == 0
     out.mkdir(parents=True, exist_ok=True)
+    _guard_run(out, resume, overwrite, rank)
     cfg = dict(method=method if isinstance(method, str) else type(m).__name__, method_config=m.config(), encoder=encoder,
                epochs=epochs, bs=bs, lr=lr, wd=wd, emb_dim=emb_dim,
                **({'accumulate': accumulate} if accumulate > 1 else {}), **({'clip': clip} if clip != 1.0 else {}),
@@ -231,6 +251,7 @@ def ecg_dml_pretrain(
     labels:str=None, # supdml: the column of the data's table to mine on (e.g. age)
     out:str='ecg_dml_run', # run folder
     resume:bool=False, # continue an interrupted run in `out`
+    overwrite:bool=False, # replace the run already in `out` (deletes its checkpoint, encoder and log)
     seed:int=0,
     device:str=None, # cpu, cuda, cuda:1 ... (default: best available)
 ):
@@ -239,7 +260,7 @@ def ecg_dml_pretrain(
     t0 = time.time()
     kw = dict(method=method, encoder=encoder, distance=distance, epochs=epochs, bs=bs, lr=lr, labels=labels, out=out,
               resume=resume, seed=seed, device=device)
-    learn = pretrain(data or sample_dir(), fit=False, **kw)
+    learn = pretrain(data or sample_dir(), fit=False, overwrite=overwrite, **kw)   # deletes an old run when asked
     probe = next((c for c in learn.cbs if isinstance(c, KNNProbe)), None)
     rank, world = rank_world()
     before = probe.score() if probe and not rank else None

@@ -97,3 +97,23 @@ def test_tampered_or_truncated_checkpoint_is_refused_at_every_entry_point(tmp_pa
         pretrain(x, encoder='xresnet1d18', epochs=1, bs=16, seconds=5, out=tmp_path/'run', resume=True, progress=False)
     (tmp_path/'run'/'encoder.pth').write_bytes(b'PK\x03\x04 truncated')
     with pytest.raises(CheckpointError, match='corrupt or truncated'): load_encoder(tmp_path/'run'/'encoder.pth')
+
+def test_rerun_into_an_existing_run_is_refused_unless_resume_or_overwrite(tmp_path, capsys):
+    from ecg_dml.pretrain import pretrain, RunExistsError
+    x = np.random.default_rng(0).normal(0, .1, (40, 12, 500)).astype(np.float32)
+    kw = dict(method='simclr', encoder='xresnet1d18', epochs=1, bs=16, seconds=5, out=tmp_path/'run', progress=False)
+    pretrain(x, **kw)
+    before = (tmp_path/'run'/'checkpoint.pth').read_bytes()
+    with pytest.raises(RunExistsError, match=r'resume=True to continue it \(CLI --resume\), overwrite=True to replace it'):
+        pretrain(x, **kw)
+    assert (tmp_path/'run'/'checkpoint.pth').read_bytes() == before          # untouched
+    pretrain(x, overwrite=True, **{**kw, 'epochs': 2})
+    assert 'deleted the previous run' in capsys.readouterr().out
+    assert load_checkpoint(tmp_path/'run'/'checkpoint.pth')['epoch'] == 1 and len(pd.read_csv(tmp_path/'run'/'log.csv')) == 2
+    exe = Path(sys.executable).parent/'ecg_dml_pretrain'
+    r = subprocess.run([str(exe), '--epochs', '1', '--bs', '32', '--method', 'simclr', '--out', str(tmp_path/'cli')], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([str(exe), '--epochs', '1', '--bs', '32', '--method', 'simclr', '--out', str(tmp_path/'cli')], capture_output=True, text=True)
+    assert r.returncode != 0 and '--overwrite' in r.stderr and '--resume' in r.stderr
+    r = subprocess.run([str(exe), '--epochs', '1', '--bs', '32', '--method', 'simclr', '--out', str(tmp_path/'cli'), '--overwrite'], capture_output=True, text=True)
+    assert r.returncode == 0 and 'deleted the previous run' in r.stdout, r.stderr
