@@ -29,7 +29,8 @@ __all__ = ['resolve_data', 'pretrain_split', 'purity_labels', 'RunExistsError', 
 def resolve_data(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or array [N, leads, T] (mV)
                  out:Path, # the run folder (a store built from a folder goes to out/'store')
                  fs:float=100, seconds:float=10, # the store's rate and length
-                 n_workers:int|None=None, progress:bool=True
+                 n_workers:int|None=None, progress:bool=True,
+                 read_kw:dict|None=None # options of `read_record` for a folder's records (e.g. `{'allow_flat': True}`)
                 ) -> tuple[object, pd.DataFrame]:
     "`(signals, meta)`: an `ECGStore` or array, and a table with one row per ECG (ids, folds, labels when known)"
     if isinstance(data, ECGStore): return data, data.meta
@@ -48,7 +49,7 @@ def resolve_data(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or 
         idx = idx[idx.error.isna()].reset_index(drop=True)
         idx.insert(0, 'ecg_id', np.arange(len(idx)))
         if 'patient_id' not in idx: idx['patient_id'] = idx['ecg_id']
-    st = build_store(idx, out/'store', fs=fs, seconds=seconds, n_workers=n_workers, progress=progress)
+    st = build_store(idx, out/'store', fs=fs, seconds=seconds, n_workers=n_workers, progress=progress, read_kw=read_kw)
     return st, st.meta
 
 # %% ../nbs/41_pretrain.ipynb #64db49ad
@@ -138,6 +139,7 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
              device=None, # default: `get_device()`
              encoder_kw:dict|None=None, # passed to `create_encoder`
              method_kw:dict|None=None, # fields of the method to set (k, tau, margin, objective, positives, ...)
+             read_kw:dict|None=None, # a folder's records: options of `read_record` (e.g. `{'allow_flat': True}`)
              progress:bool=True, fit:bool=True, # `fit=False`: return the Learner untrained
             ):
     "Pretrain an ECG encoder with `method`; returns the fastai Learner (the encoder is `learn.model.encoder`)"
@@ -153,7 +155,7 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
                **({'accumulate': accumulate} if accumulate > 1 else {}), **({'clip': clip} if clip != 1.0 else {}),
                fs=float(fs), seconds=float(seconds), seed=seed, world_size=world, encoder_kw=encoder_kw or {})
     set_seed(seed)
-    signals, meta = _first_rank_first(lambda: resolve_data(data, out, fs, seconds, progress=progress), rank, world)
+    signals, meta = _first_rank_first(lambda: resolve_data(data, out, fs, seconds, progress=progress, read_kw=read_kw), rank, world)
     y = _labels(labels, meta)
     if m.needs_labels and y is None: raise ValueError(f'method {cfg["method"]!r} needs labels= (a column name or an array)')
     if split is None: split = pretrain_split(meta, seed=seed)
@@ -252,6 +254,7 @@ def ecg_dml_pretrain(
     out:str='ecg_dml_run', # run folder
     resume:bool=False, # continue an interrupted run in `out`
     overwrite:bool=False, # replace the run already in `out` (deletes its checkpoint, encoder and log)
+    allow_flat:bool=False, # keep records with a constant (empty) lead instead of skipping them
     seed:int=0,
     device:str=None, # cpu, cuda, cuda:1 ... (default: best available)
 ):
@@ -259,7 +262,7 @@ def ecg_dml_pretrain(
     from ecg_dml.core import sample_dir
     t0 = time.time()
     kw = dict(method=method, encoder=encoder, distance=distance, epochs=epochs, bs=bs, lr=lr, labels=labels, out=out,
-              resume=resume, seed=seed, device=device)
+              resume=resume, seed=seed, device=device, read_kw={'allow_flat': True} if allow_flat else None)
     learn = pretrain(data or sample_dir(), fit=False, overwrite=overwrite, **kw)   # deletes an old run when asked
     probe = next((c for c in learn.cbs if isinstance(c, KNNProbe)), None)
     rank, world = rank_world()

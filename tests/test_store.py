@@ -136,3 +136,28 @@ def test_loaders_read_the_store(tmp_path):
         assert np.array_equal(ids[:, 1].numpy(), st.meta.patient_id.to_numpy()[rows].astype(np.int64))
         seen += rows
     assert len(seen) == len(set(seen)) == (split == 'train').sum() // 16 * 16
+
+def test_allow_flat_reaches_build_store_and_pretrain(tmp_path, shared):
+    "CinC-style records with one empty precordial channel: skipped with the reason by default, stored with allow_flat"
+    import wfdb
+    from ecg_dml.core import LEADS
+    from ecg_dml.data.store import build_store
+    from ecg_dml.pretrain import pretrain
+    db = pd.read_csv(shared/'ptbxl'/'ptbxl_database.csv', index_col='ecg_id').iloc[:12]
+    folder = tmp_path/'wfdb'; folder.mkdir()
+    for i, f in enumerate(db.filename_lr):
+        x, fields = wfdb.rdsamp(str(shared/'ptbxl'/f))
+        if i % 3 == 0: x[:, fields['sig_name'].index('V3')] = 0.        # an empty channel
+        wfdb.wrsamp(f'r{i:02d}', fs=fields['fs'], units=['mV'] * 12, sig_name=fields['sig_name'], p_signal=x,
+                    fmt=['16'] * 12, adc_gain=[1000.] * 12, baseline=[0] * 12, write_dir=str(folder))
+    learn = pretrain(folder, method='simclr', encoder='xresnet1d18', bs=4, out=tmp_path/'strict', fit=False, progress=False)
+    sk = pd.read_csv(tmp_path/'strict'/'store'/'skipped.csv')
+    assert len(sk) == 4 and sk.reason.str.contains('flat lead').all() and sk.reason.str.contains('V3').all()
+    learn = pretrain(folder, method='simclr', encoder='xresnet1d18', bs=4, out=tmp_path/'lenient', fit=False,
+                     progress=False, read_kw={'allow_flat': True})
+    st = learn.dls.train.dataset.signals
+    assert len(st) == 12 and len(st.skipped) == 0
+    v3 = LEADS.index('V3')
+    assert (np.ptp(st.get_batch(np.arange(12))[:, v3], axis=-1) == 0).sum() == 4
+    with pytest.raises(ValueError, match='read_kw configures the default reader'):
+        build_store(pd.DataFrame({'path': []}), tmp_path/'x', reader=lambda r: r, read_kw={'allow_flat': True})

@@ -88,9 +88,9 @@ def decode(q:np.ndarray, gain:np.ndarray|None) -> np.ndarray:
 # %% ../../nbs/04_data.store.ipynb #c95c3cb2
 class WFDBReader:
     "The default reader: `read_record(row['path'], leads)` -> (signal, fs). A class, so worker processes can pickle it"
-    def __init__(self, leads=LEADS): self.leads = tuple(leads)
+    def __init__(self, leads=LEADS, **read_kw): self.leads, self.read_kw = tuple(leads), read_kw  # read_kw: e.g. allow_flat=True
     def __call__(self, row):
-        r = read_record(row['path'], leads=self.leads)
+        r = read_record(row['path'], leads=self.leads, **self.read_kw)
         return r.signal, r.fs
 
 def _build_shard(item, dest:Path, cfg:StoreConfig, reader, preprocess, crop) -> dict:
@@ -154,6 +154,7 @@ def build_store(source:pd.DataFrame, # index of ECGs: one row per record (a `pat
                 progress:bool=True, # show a progress bar over shards
                 log:str|Path|None=None, # also write the build report to this file
                 beats=False, # also compute beat templates (`True` or a `BeatConfig`; `add_beats` later does the same)
+                read_kw:dict|None=None, # options of the default reader's `read_record` (e.g. `{'allow_flat': True}`)
                ) -> ECGStore:
     "Convert `source` into a sharded, memory-mapped store at `dest` (resumable); returns the opened `ECGStore`"
     dest = Path(dest); (dest/'shards').mkdir(parents=True, exist_ok=True)
@@ -166,7 +167,8 @@ def build_store(source:pd.DataFrame, # index of ECGs: one row per record (a `pat
     n = len(source); n_shards = (n + shard_size - 1) // shard_size
     bounds = [(k, k*shard_size, min(n, (k+1)*shard_size)) for k in range(n_shards)]
     todo = [(k, a, b) for k, a, b in bounds if _shard_done(dest, k, b - a) is None]
-    reader = reader or WFDBReader(leads)
+    if reader is not None and read_kw: raise ValueError('read_kw configures the default reader: pass it to your reader instead')
+    reader = reader or WFDBReader(leads, **(read_kw or {}))
     t0 = time.time()
     if n_workers is None: n_workers = min(os.cpu_count() or 1, 8)
     items = [(k, source.iloc[a:b]) for k, a, b in todo]   # each worker receives only its shard's rows

@@ -275,7 +275,7 @@ def _headers(paths):
 # %% ../../nbs/01_data.wfdb.ipynb #3cd96455
 _COLUMNS = ['path', 'record', 'fs', 'n_samples', 'seconds', 'n_leads', 'leads', 'has_12_leads', 'channels', 'error']
 
-def _scan_row(p:Path, h, root:Path, leads, fs, read_signals) -> dict:
+def _scan_row(p:Path, h, root:Path, leads, fs, read_signals, read_kw=None) -> dict:
     "One row of the scan table for record `p` with header `h` (or the error reading it)"
     row = dict(path=str(p), record=p.relative_to(root).as_posix(), error=None)
     if isinstance(h, RecordError): return {**row, 'error': h.problem}
@@ -285,7 +285,7 @@ def _scan_row(p:Path, h, root:Path, leads, fs, read_signals) -> dict:
                n_leads=len(norm), leads=norm, has_12_leads=set(LEADS) <= set(norm), channels=tuple(names))
     row.update({(k if k not in _COLUMNS else f'hdr_{k}'): v for k, v in parse_comments(h.comments or []).items() if k != 'notes'})
     try:
-        if read_signals: read_record(p, leads=leads, fs=fs)
+        if read_signals: read_record(p, leads=leads, fs=fs, **(read_kw or {}))
         elif probs := _plan(p, h, leads, fs)[-1]: raise RecordError(p, '; '.join(probs))
     except RecordError as e: row['error'] = e.problem
     return row
@@ -307,7 +307,8 @@ def scan_wfdb(root,                        # folder holding WFDB records (any de
               progress:bool=True,          # show a progress bar
               leads:Sequence[str]|None=None, # leads a record must have (`None`: at least one standard lead)
               fs:float|None=None,          # sampling rate a record must have (`None`: any)
-              max_print:int=100            # print at most this many skipped records (the log has all)
+              max_print:int=100,           # print at most this many skipped records (the log has all)
+              read_kw:dict|None=None       # with `read_signals`: options of `read_record` (e.g. `allow_flat=True`)
              ) -> pd.DataFrame:
     "One row per WFDB record under `root`: its rate, length, leads, header comments, and `error` (None when usable)"
     root = Path(root).expanduser().absolute()
@@ -320,7 +321,7 @@ def scan_wfdb(root,                        # folder holding WFDB records (any de
     if progress:
         from fastprogress.fastprogress import progress_bar
         recs = progress_bar(recs, leave=False)
-    df = pd.DataFrame([_scan_row(p, hdrs[p], root, leads, fs, read_signals) for p in recs])
+    df = pd.DataFrame([_scan_row(p, hdrs[p], root, leads, fs, read_signals, read_kw) for p in recs])
     df = df.reindex(columns=_COLUMNS + [c for c in df.columns if c not in _COLUMNS])
     df = df.astype({'n_samples': 'Int64', 'n_leads': 'Int64', 'has_12_leads': 'boolean'})
     assert len(df) == len(cands) - len(parts), 'every record seen must have a row'
