@@ -129,14 +129,15 @@ def _jsonable(v):
     return v.item() if isinstance(v, np.generic) else v if isinstance(v, (int, float, str)) else str(v)
 
 # %% ../../nbs/04_data.store.ipynb #3ca39543
-def _shard_done(dest:Path, k:int, n_rows:int) -> dict|None:
-    "The manifest of shard `k` if it is complete for `n_rows` source rows, else `None`"
+def _shard_done(dest:Path, k:int, n_rows:int, verify:bool=False) -> dict|None:
+    "The manifest of shard `k` if it is complete for `n_rows` source rows (and, with `verify`, its files match their checksums), else `None`"
     f = dest/'shards'/f'shard_{k:06d}.json'
     if not f.exists(): return None
     try: man = json.loads(f.read_text())
     except json.JSONDecodeError: return None
     if man.get('n_rows') != n_rows: return None
     if not all((dest/'shards'/name).exists() for name in man['files']): return None
+    if verify and any(_sha256(dest/'shards'/name) != sha for name, sha in man['files'].items()): return None
     return man
 
 # %% ../../nbs/04_data.store.ipynb #dc77e3f1
@@ -166,7 +167,10 @@ def build_store(source:pd.DataFrame, # index of ECGs: one row per record (a `pat
     source = source.reset_index() if source.index.name else source.reset_index(drop=True)
     n = len(source); n_shards = (n + shard_size - 1) // shard_size
     bounds = [(k, k*shard_size, min(n, (k+1)*shard_size)) for k in range(n_shards)]
-    todo = [(k, a, b) for k, a, b in bounds if _shard_done(dest, k, b - a) is None]
+    kept = {k for k, a, b in bounds if _shard_done(dest, k, b - a) is not None}
+    todo = [(k, a, b) for k, a, b in bounds if k not in kept or _shard_done(dest, k, b - a, verify=True) is None]
+    for k in sorted(kept & {k for k, _, _ in todo}):   # a committed shard whose bytes changed since: never served, rebuilt
+        print(f'{dest}: shard {k} does not match its checksums (corrupt or modified): rebuilding it')
     if reader is not None and read_kw: raise ValueError('read_kw configures the default reader: pass it to your reader instead')
     reader = reader or WFDBReader(leads, **(read_kw or {}))
     t0 = time.time()
