@@ -282,3 +282,40 @@ def test_parse_comments_dialects():
         {'age': 25, 'sex': 'M', 'diagnoses': None, 'medications': None}
     assert parse_comments(['Age: 61.5', 'age: 70', 'Asystole']) == {'age': 61.5, 'notes': ['Asystole']}
     assert parse_comments([]) == {}
+
+def _corrupt_header_corpus(src, folder):
+    "A real PTB-XL record copied under headers with one implausible field each"
+    import shutil
+    text = Path(f'{src}.hea').read_text().splitlines()
+    name = Path(src).name
+    cases = {'fs0': lambda l: l.replace(f'{name} 12 100 1000', f'{name} 12 0 1000', 1),
+             'fsneg': lambda l: l.replace(f'{name} 12 100 1000', f'{name} 12 -100 1000', 1),
+             'fsword': lambda l: l.replace(f'{name} 12 100 1000', f'{name} 12 fast 1000', 1),
+             'fsmissing': lambda l: l.replace(f'{name} 12 100 1000', f'{name} 12', 1),
+             'gain0': lambda l: l.replace('1000.0(0)/mV', '0(0)/mV', 1) if l.endswith(' II') else l,
+             'ok': lambda l: l}
+    for case, f in cases.items():
+        d = folder/case; d.mkdir(parents=True)
+        shutil.copy(f'{src}.dat', d/f'{name}.dat')
+        (d/f'{name}.hea').write_text('\n'.join(f(l) for l in text) + '\n')
+    return name, cases
+
+def test_implausible_header_fields_are_errors_naming_the_field(tmp_path, shared):
+    "fs 0 / negative / not a number, gain 0: a RecordError naming the field, a scan row with the reason, a skipped store row"
+    from ecg_dml.data.store import build_store
+    src = shared/'ptbxl'/'records100'/'00000'/'00001_lr'
+    name, cases = _corrupt_header_corpus(src, tmp_path/'c')
+    expect = {'fs0': 'sampling frequency is 0', 'fsneg': 'sampling frequency is -100', 'fsword': "sampling frequency is 'fast', not a number",
+              'gain0': 'ADC gain of channel II is 0'}
+    for case, msg in expect.items():
+        with pytest.raises(RecordError, match=re.escape(msg)): read_record(tmp_path/'c'/case/name)
+    df = scan_wfdb(tmp_path/'c', progress=False).set_index('record')
+    assert len(df) == len(cases)                                   # no exception, one row per record
+    for case, msg in expect.items(): assert msg in df.loc[f'{case}/{name}', 'error'], (case, df.loc[f'{case}/{name}', 'error'])
+    assert df.loc[f'ok/{name}', 'error'] is None or pd.isna(df.loc[f'ok/{name}', 'error'])
+    assert bool(df.loc[f'fsmissing/{name}', 'fs_default']) and not bool(df.loc[f'ok/{name}', 'fs_default'])
+    assert df.loc[f'fsmissing/{name}', 'fs'] == 250                 # WFDB's default for a missing field, reported
+    st = build_store(df.reset_index(), tmp_path/'store', n_workers=0, progress=False)
+    sk = st.skipped
+    assert len(st) + len(sk) == len(cases) and len(sk) == 4
+    for case, msg in expect.items(): assert sk[sk.record.str.contains(f'/{case}/')].reason.str.contains(re.escape(msg)).all()

@@ -14,7 +14,8 @@ import wfdb
 from ..core import LEADS
 
 # %% auto #0
-__all__ = ['MAX_MEDIAN_STEP_MV', 'RecordError', 'normalise_lead_name', 'parse_comments', 'ECGRecord', 'read_record', 'scan_wfdb']
+__all__ = ['MAX_MEDIAN_STEP_MV', 'RecordError', 'normalise_lead_name', 'parse_comments', 'ECGRecord', 'fs_defaulted',
+           'read_record', 'scan_wfdb']
 
 # %% ../../nbs/01_data.wfdb.ipynb #8090de4b
 class RecordError(Exception):
@@ -171,12 +172,43 @@ def _fs_problem(h, fs) -> str|None:
         return f'unexpected fs: the record is sampled at {float(h.fs):g} Hz, {fs:g} Hz expected'
     return None
 
+def _number(tok:str) -> float|None:
+    "The number a header field starts with (`1000.0(0)/mV` -> 1000.0, `100/0.5` -> 100.0); None when it is not one"
+    try: return float(re.split(r'[/(]', tok, 1)[0])
+    except ValueError: return None
+
+def _field_problems(p:Path, h, idx) -> list[str]:
+    "Implausible values of the header's sampling frequency and of the ADC gains of channels `idx`, read from its text"
+    if not isinstance(h, wfdb.Record): return []
+    try: lines = [l for l in Path(f'{p}.hea').read_text(errors='replace').splitlines() if l.strip() and not l.lstrip().startswith('#')]
+    except OSError: return []
+    out, rec = [], lines[0].split() if lines else []
+    if len(rec) > 2:      # a record line without the field means WFDB's default 250 Hz (reported by scan_wfdb)
+        f = _number(rec[2])
+        if f is None: out.append(f'header field sampling frequency is {rec[2]!r}, not a number')
+        elif not (np.isfinite(f) and f > 0): out.append(f'header field sampling frequency is {rec[2]}: it must be a positive number of Hz')
+    sig = lines[1:1 + (h.n_sig or 0)]
+    for i in sorted({i for i in idx if i is not None}):
+        toks = sig[i].split() if i < len(sig) else []
+        g = _number(toks[2]) if len(toks) > 2 else None
+        if g == 0: out.append(f'header field ADC gain of channel {(h.sig_name or [i])[i]} is 0: an uncalibrated signal, '
+                              'its amplitude in mV is unknown')
+    return out
+
+def fs_defaulted(p) -> bool:
+    "Whether record `p`'s header omits the sampling frequency (WFDB then assumes 250 Hz)"
+    try: line = next(l for l in Path(f'{_record_path(p)}.hea').read_text(errors='replace').splitlines()
+                     if l.strip() and not l.lstrip().startswith('#'))
+    except (OSError, StopIteration): return False
+    return len(line.split()) < 3
+
 def _plan(p:Path, h, leads, fs=None, missing='raise'):
     "(channel names, wanted leads, their channel indices, problems the header and file sizes reveal)"
     names, units = _channels(h)
     want, idx, probs = _select(names, leads)
     if missing == 'raise' and (q := _missing_problem(want, idx, names)): probs.append(q)
-    if q := _fs_problem(h, fs): probs.append(q)
+    probs += _field_problems(p, h, idx)
+    if not probs and (q := _fs_problem(h, fs)): probs.append(q)
     probs += [f'lead {l} is recorded in {units[i]!r}, not a voltage' for l, i in zip(want, idx)
               if i is not None and str(units[i] or 'mV').lower() not in _TO_MV]
     if want and all(i is None for i in idx) and not probs: probs.append('none of the requested leads is present')
@@ -281,7 +313,8 @@ def _scan_row(p:Path, h, root:Path, leads, fs, read_signals, read_kw=None) -> di
     if isinstance(h, RecordError): return {**row, 'error': h.problem}
     names, _ = _channels(h)
     norm = tuple(l for l in map(normalise_lead_name, names) if l)
-    row.update(fs=float(h.fs), n_samples=h.sig_len, seconds=h.sig_len/h.fs if h.sig_len else None,
+    row.update(fs=float(h.fs), n_samples=h.sig_len, seconds=h.sig_len/h.fs if h.sig_len and h.fs and h.fs > 0 else None,
+               fs_default=fs_defaulted(p),
                n_leads=len(norm), leads=norm, has_12_leads=set(LEADS) <= set(norm), channels=tuple(names))
     row.update({(k if k not in _COLUMNS else f'hdr_{k}'): v for k, v in parse_comments(h.comments or []).items() if k != 'notes'})
     try:
