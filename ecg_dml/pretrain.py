@@ -45,8 +45,7 @@ def resolve_data(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or 
         idx = ptbxl_index(root, fs=100 if fs <= 100 else 500, drop_missing=True)
         idx = idx.reset_index()[['ecg_id', 'patient_id', 'age', 'sex', 'strat_fold', 'superdiagnostic', 'path']]
     else:
-        idx = scan_wfdb(root, progress=progress)
-        idx = idx[idx.error.isna()].reset_index(drop=True)
+        idx = scan_wfdb(root, progress=progress)   # rows the scan rejected go to the store's skipped.csv with the reason
         idx.insert(0, 'ecg_id', np.arange(len(idx)))
         if 'patient_id' not in idx: idx['patient_id'] = idx['ecg_id']
     st = build_store(idx, out/'store', fs=fs, seconds=seconds, n_workers=n_workers, progress=progress, read_kw=read_kw)

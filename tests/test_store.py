@@ -161,3 +161,20 @@ def test_allow_flat_reaches_build_store_and_pretrain(tmp_path, shared):
     assert (np.ptp(st.get_batch(np.arange(12))[:, v3], axis=-1) == 0).sum() == 4
     with pytest.raises(ValueError, match='read_kw configures the default reader'):
         build_store(pd.DataFrame({'path': []}), tmp_path/'x', reader=lambda r: r, read_kw={'allow_flat': True})
+
+def test_scan_rejects_are_in_skipped_csv_and_counts_reconcile_in_the_files(tmp_path, shared):
+    "pretrain(folder): records the scan rejects are listed in the store's skipped.csv with the scan's reason"
+    import shutil
+    from ecg_dml.pretrain import pretrain
+    folder = tmp_path/'wfdb'; folder.mkdir()
+    db = pd.read_csv(shared/'ptbxl'/'ptbxl_database.csv', index_col='ecg_id').iloc[:5]
+    for f in db.filename_lr:
+        for ext in ('.hea', '.dat'): shutil.copy(f'{shared/"ptbxl"/f}{ext}', folder)
+    name = Path(db.filename_lr.iloc[0]).name
+    h = folder/f'{name}.hea'; h.write_text(h.read_text().replace(f'{name} 12 100 1000', f'{name} 12 fast 1000', 1))
+    (folder/'orphan.hea').write_text('orphan 12 100 1000\n')          # a header whose signal lines are missing
+    learn = pretrain(folder, method='simclr', encoder='xresnet1d18', bs=2, out=tmp_path/'run', fit=False, progress=False)
+    st = learn.dls.train.dataset.signals
+    rec, sk = pd.read_csv(st.path/'records.csv'), pd.read_csv(st.path/'skipped.csv')
+    assert len(rec) == 4 and len(rec) + len(sk) == 6                   # seen = stored + skipped, in the files
+    assert sk.reason.str.contains("sampling frequency is 'fast'").sum() == 1 and sk.record.str.contains('orphan').sum() == 1

@@ -90,6 +90,8 @@ class WFDBReader:
     "The default reader: `read_record(row['path'], leads)` -> (signal, fs). A class, so worker processes can pickle it"
     def __init__(self, leads=LEADS, **read_kw): self.leads, self.read_kw = tuple(leads), read_kw  # read_kw: e.g. allow_flat=True
     def __call__(self, row):
+        err = row.get('error')       # a `scan_wfdb` row that the scan already rejected: skipped with the scan's reason
+        if isinstance(err, str) and err: raise RecordError(row['path'], err)
         r = read_record(row['path'], leads=self.leads, **self.read_kw)
         return r.signal, r.fs
 

@@ -143,6 +143,8 @@ def _header_problems(h, p:Path, chans=None) -> list[str]:
         segs = [s for s in h.segments if s is not None and s.sig_len]
         return [f'segment {s.record_name}: {q}' for s in segs for q in _file_problems(s, p.parent)]
     if not h.n_sig: return ['the header lists no signals']
+    described = len(h.file_name or [])
+    if described < h.n_sig: return [f'the header announces {h.n_sig} signals but describes {described}']
     if all(f == '~' for f in h.file_name):
         return ['layout header only (no samples): it describes the channels of a multi-segment record']
     return _file_problems(h, p.parent, chans) + (['the header announces 0 samples'] if h.sig_len == 0 else [])
@@ -321,6 +323,8 @@ def _scan_row(p:Path, h, root:Path, leads, fs, read_signals, read_kw=None) -> di
         if read_signals: read_record(p, leads=leads, fs=fs, **(read_kw or {}))
         elif probs := _plan(p, h, leads, fs)[-1]: raise RecordError(p, '; '.join(probs))
     except RecordError as e: row['error'] = e.problem
+    except Exception as e:   # a batch job never stops on one record: the unexpected is reported as the row's reason
+        row['error'] = f'unexpected {type(e).__name__} while checking the record: {e}'
     return row
 
 # %% ../../nbs/01_data.wfdb.ipynb #445bac6d
