@@ -128,6 +128,11 @@ if __name__ == '__main__':
     torch.set_num_threads(1)
     init_distributed('cpu')
     mode, out = sys.argv[1], sys.argv[2]
-    if mode == 'losses': run_losses(out)
-    elif mode == 'train': run_train(out, int(sys.argv[3]))
-    else: raise SystemExit(f'unknown mode {mode!r}')
+    try:
+        if mode == 'losses': run_losses(out)
+        elif mode == 'train': run_train(out, int(sys.argv[3]))
+        else: raise SystemExit(f'unknown mode {mode!r}')
+    finally:   # an orderly teardown: both ranks leave the group together (gloo's threads otherwise can abort at exit)
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.barrier(); dist.destroy_process_group()
