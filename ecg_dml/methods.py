@@ -108,9 +108,9 @@ def templates_of(signals, # an `ECGStore` or an array [N, leads, T] (mV)
     "`(templates, table)`: a store's `BeatStore` (computed when missing) or an array's templates; `table` per row"
     cfg = config or BeatConfig()
     if isinstance(signals, ECGStore):
-        f = signals.path/'beats.csv'
-        if f.exists() and signals.beats.config == cfg: b = signals.beats
-        else: b = add_beats(signals, cfg, n_workers=n_workers, progress=progress, overwrite=True)   # derived data: recomputed
+        b = signals.beats if (signals.path/'beats.csv').exists() else None
+        if b is None or b.config != cfg:   # derived data: (re)computed
+            b = add_beats(signals, cfg, n_workers=n_workers, progress=progress, overwrite=True)
         return b, b.table.reset_index(drop=True)
     return beat_templates(np.asarray(signals, dtype=np.float32), fs, cfg)
 

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/07_data.beats.ipynb #cfe21b48
 from __future__ import annotations
-import json
+import json, os
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -191,7 +191,7 @@ def add_beats(store:ECGStore|str|Path, # an `ECGStore` or its folder
                              '(pass overwrite=True to replace them)')
     _atomic_write_text(f, json.dumps({'config': asdict(cfg), 'fs': store.fs}, indent=1))
     todo = [int(k) for k in store.shard_ids if _beats_done(path, k, cfg) is None]
-    if n_workers is None: n_workers = min(__import__('os').cpu_count() or 1, 8)
+    if n_workers is None: n_workers = min(os.cpu_count() or 1, 8)
     if todo: parallel(_beats_shard, todo, path=path, cfg=cfg, n_workers=min(n_workers, len(todo)),
                       progress=progress, threadpool=False)
     mans = [_beats_done(path, k, cfg) for k in store.shard_ids]

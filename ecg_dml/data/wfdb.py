@@ -179,11 +179,15 @@ def _number(tok:str) -> float|None:
     try: return float(re.split(r'[/(]', tok, 1)[0])
     except ValueError: return None
 
+def _header_lines(p:Path) -> list[str]:
+    "The record and signal lines of record `p`'s header text (comments and blank lines dropped; [] when unreadable)"
+    try: return [l for l in Path(f'{p}.hea').read_text(errors='replace').splitlines() if l.strip() and not l.lstrip().startswith('#')]
+    except OSError: return []
+
 def _field_problems(p:Path, h, idx) -> list[str]:
     "Implausible values of the header's sampling frequency and of the ADC gains of channels `idx`, read from its text"
     if not isinstance(h, wfdb.Record): return []
-    try: lines = [l for l in Path(f'{p}.hea').read_text(errors='replace').splitlines() if l.strip() and not l.lstrip().startswith('#')]
-    except OSError: return []
+    lines = _header_lines(p)
     out, rec = [], lines[0].split() if lines else []
     if len(rec) > 2:      # a record line without the field means WFDB's default 250 Hz (reported by scan_wfdb)
         f = _number(rec[2])
@@ -193,16 +197,14 @@ def _field_problems(p:Path, h, idx) -> list[str]:
     for i in sorted({i for i in idx if i is not None}):
         toks = sig[i].split() if i < len(sig) else []
         g = _number(toks[2]) if len(toks) > 2 else None
-        if g == 0: out.append(f'header field ADC gain of channel {(h.sig_name or [i])[i]} is 0: an uncalibrated signal, '
+        if g == 0: out.append(f'header field ADC gain of channel {h.sig_name[i] if h.sig_name else i} is 0: an uncalibrated signal, '
                               'its amplitude in mV is unknown')
     return out
 
 def fs_defaulted(p) -> bool:
     "Whether record `p`'s header omits the sampling frequency (WFDB then assumes 250 Hz)"
-    try: line = next(l for l in Path(f'{_record_path(p)}.hea').read_text(errors='replace').splitlines()
-                     if l.strip() and not l.lstrip().startswith('#'))
-    except (OSError, StopIteration): return False
-    return len(line.split()) < 3
+    lines = _header_lines(_record_path(p))
+    return bool(lines) and len(lines[0].split()) < 3
 
 def _plan(p:Path, h, leads, fs=None, missing='raise'):
     "(channel names, wanted leads, their channel indices, problems the header and file sizes reveal)"
