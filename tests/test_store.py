@@ -178,3 +178,27 @@ def test_scan_rejects_are_in_skipped_csv_and_counts_reconcile_in_the_files(tmp_p
     rec, sk = pd.read_csv(st.path/'records.csv'), pd.read_csv(st.path/'skipped.csv')
     assert len(rec) == 4 and len(rec) + len(sk) == 6                   # seen = stored + skipped, in the files
     assert sk.reason.str.contains("sampling frequency is 'fast'").sum() == 1 and sk.record.str.contains('orphan').sum() == 1
+
+@pytest.mark.parametrize('damage', ['truncate', 'extend', 'swap_gain', 'drop_manifest', 'flip_byte'])
+def test_open_checks_shards_and_verify_checks_bytes(tmp_path, damage):
+    "a damaged shard is refused when the store is opened (cheaply) or, for changed bytes of the same size, with verify=True"
+    st = build_store(_sample_index(100), tmp_path/'s', shard_size=40, n_workers=0, progress=False)
+    want = st.get_batch(np.arange(len(st)))
+    sh = tmp_path/'s'/'shards'
+    f, g = sh/'shard_000001.npy', sh/'shard_000001.gain.npy'
+    good = {p: p.read_bytes() for p in sh.iterdir()}
+    if damage == 'truncate': f.write_bytes(good[f][:-24])
+    elif damage == 'extend': f.write_bytes(good[f] + bytes(24))
+    elif damage == 'swap_gain': g.write_bytes(good[sh/'shard_000002.gain.npy'])      # another shard's gains (20 rows, not 40)
+    elif damage == 'drop_manifest': (sh/'shard_000001.json').unlink()
+    else: b = bytearray(good[f]); b[-1] ^= 0xFF; f.write_bytes(bytes(b))
+    if damage == 'flip_byte':
+        assert np.array_equal(ECGStore(tmp_path/'s')[0], want[0])                  # same size: the cheap check passes
+        with pytest.raises(StoreError, match=r'shard_000001\.npy: checksum mismatch'): ECGStore(tmp_path/'s', verify=True)
+    else:
+        with pytest.raises(StoreError, match='shard_000001|shard 1') as e: ECGStore(tmp_path/'s')
+        assert 'none is served' in str(e.value) and 'build_store' in str(e.value)
+    rep = validate_store(tmp_path/'s', raise_=False)                             # collects instead of raising on open
+    assert any('shard_000001' in p or 'shard 1' in p for p in rep['problems'])
+    st2 = build_store(_sample_index(100), tmp_path/'s', shard_size=40, n_workers=0, progress=False)   # rebuilt
+    assert ECGStore(tmp_path/'s', verify=True).verified and np.array_equal(st2.get_batch(np.arange(len(st2))), want)

@@ -57,7 +57,9 @@ def test_corpus_scan_reconciles(corpus, capsys):
     assert len(df) + n_parts == len(list(root.rglob('*.hea')))   # every header is a record or a part of one
     for r, e in zip(df.record, df.error):                         # the log names every skipped record and its reason
         if e is not None: assert f'  skipped {r}: {e}' in text
-    assert len(text) == 1 + skipped
+    notes = [l for l in text[1:] if not l.startswith('  skipped ')]   # WFDB defaults in use, one line per field
+    assert len(text) == 1 + len(notes) + skipped and all("WFDB's default" in l for l in notes)
+    assert (len(notes) == 1) == bool(df.gain_default.notna().any())    # some MIT-BIH-style headers omit the gain
 
 def _missing_data_files(root):
     "record -> data files its header(s) name that do not exist, computed with wfdb alone"
@@ -317,5 +319,7 @@ def test_implausible_header_fields_are_errors_naming_the_field(tmp_path, shared)
     assert df.loc[f'fsmissing/{name}', 'fs'] == 250                 # WFDB's default for a missing field, reported
     st = build_store(df.reset_index(), tmp_path/'store', n_workers=0, progress=False)
     sk = st.skipped
-    assert len(st) + len(sk) == len(cases) and len(sk) == 4
+    assert len(st) + len(sk) == len(cases) and len(sk) == 5
+    # read at WFDB's 250 Hz, the 1000 samples last 4 s: less than the store's minimum (half of 10 s), skipped, not padded
+    assert sk[sk.record.str.contains('/fsmissing/')].reason.str.contains('lasts 4 s.*min_seconds').all()
     for case, msg in expect.items(): assert sk[sk.record.str.contains(f'/{case}/')].reason.str.contains(re.escape(msg)).all()

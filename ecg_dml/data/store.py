@@ -33,10 +33,13 @@ class StoreConfig:
     leads: tuple        # lead names, in storage order
     dtype: str = 'int16'  # 'int16' (per-lead gain) or 'float16'
     shard_size: int = 4096  # ECGs per shard (the last shard of a build may hold fewer)
+    min_seconds: float|None = None  # a shorter record is skipped, not padded (None: half of `seconds`)
     version: int = STORE_VERSION
 
     @property
     def n_samples(self) -> int: return int(round(self.fs * self.seconds))
+    @property
+    def shortest(self) -> float: return self.seconds/2 if self.min_seconds is None else self.min_seconds
 
     def save(self, path:Path):
         _atomic_write_text(Path(path), json.dumps({**asdict(self), 'leads': list(self.leads)}, indent=1))
@@ -107,6 +110,9 @@ def _build_shard(item, dest:Path, cfg:StoreConfig, reader, preprocess, crop) -> 
             x = np.asarray(x, np.float32)
             if x.ndim != 2 or x.shape[0] != len(cfg.leads):
                 raise RecordError(name, f'signal shaped {x.shape}, expected [{len(cfg.leads)} leads, samples]')
+            if x.shape[1] < cfg.shortest * fs:
+                raise RecordError(name, f'the record lasts {x.shape[1]/fs:.3g} s, less than the store\'s minimum of '
+                                        f'{cfg.shortest:g} s (min_seconds): it would be mostly padding')
             if fs != cfg.fs: x, fs = resample(x, fs, cfg.fs)
             if preprocess is not None: x, fs = preprocess(x, fs)
             x, fs = crop_or_pad(x, fs, cfg.seconds, where=crop)
@@ -153,6 +159,7 @@ def build_store(source:pd.DataFrame, # index of ECGs: one row per record (a `pat
                 reader:Callable|None=None, # `reader(row) -> (signal [leads, T] mV, fs)`; default `WFDBReader(leads)`; picklable when n_workers > 0
                 preprocess:Callable|None=None, # `preprocess(x, fs) -> (x, fs)` after resampling; picklable when n_workers > 0
                 crop:str='start', # where to crop a longer ECG: 'start' or 'center'
+                min_seconds:float|None=None, # skip records shorter than this, s (default: half of `seconds`; 0: pad any)
                 n_workers:int|None=None, # worker processes (default: CPUs, at most 8; 0 = in this process)
                 progress:bool=True, # show a progress bar over shards
                 log:str|Path|None=None, # also write the build report to this file
@@ -161,7 +168,8 @@ def build_store(source:pd.DataFrame, # index of ECGs: one row per record (a `pat
                ) -> ECGStore:
     "Convert `source` into a sharded, memory-mapped store at `dest` (resumable); returns the opened `ECGStore`"
     dest = Path(dest); (dest/'shards').mkdir(parents=True, exist_ok=True)
-    cfg = StoreConfig(float(fs), float(seconds), tuple(leads), dtype, int(shard_size))
+    cfg = StoreConfig(float(fs), float(seconds), tuple(leads), dtype, int(shard_size),
+                      None if min_seconds is None else float(min_seconds))
     if (dest/'store.json').exists():
         old = StoreConfig.load(dest/'store.json')
         if old != cfg: raise StoreError(f'{dest}: an existing store was built with {old}; asked for {cfg}')
@@ -220,15 +228,50 @@ def _report(store:ECGStore, seen:int, built:int, n_shards:int, secs:float) -> st
     return '\n'.join(lines)
 
 # %% ../../nbs/04_data.store.ipynb #5cc61747
+def _npy_layout(p:Path) -> tuple[tuple, bool]:
+    "(shape, whether the file's size is the one its header implies) of the .npy file `p`, from its header alone"
+    with open(p, 'rb') as f:
+        major, _ = np.lib.format.read_magic(f)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0)(f)
+        return shape, p.stat().st_size == f.tell() + int(np.prod(shape)) * dtype.itemsize
+
+def _shard_problems(path:Path, cfg:StoreConfig, meta:pd.DataFrame, checksums:bool=False) -> list[str]:
+    "What is wrong with the shards `meta` (records.csv) serves from: manifests, files, shapes, sizes (and sha256 with `checksums`)"
+    out, sh = [], path/'shards'
+    for k, n in (meta.groupby('shard').size().items() if len(meta) else []):
+        f = sh/f'shard_{k:06d}.json'
+        try: man = json.loads(f.read_text())
+        except (OSError, ValueError) as e: out.append(f'{f}: shard manifest missing or unreadable ({type(e).__name__})'); continue
+        if man.get('n') != n: out.append(f'shard {k}: records.csv lists {n} ECGs, {f.name} {man.get("n")}'); continue
+        want = {f'shard_{k:06d}.npy': (n, len(cfg.leads), cfg.n_samples)}
+        if cfg.dtype == 'int16': want[f'shard_{k:06d}.gain.npy'] = (n, len(cfg.leads))
+        for name, shape in want.items():
+            p = sh/name
+            if name not in man.get('files', {}): out.append(f'{p}: not in its shard manifest'); continue
+            if not p.exists(): out.append(f'{p}: missing'); continue
+            try: got, size_ok = _npy_layout(p)
+            except (OSError, ValueError) as e: out.append(f'{p}: unreadable ({e})'); continue
+            if got != shape: out.append(f'{p}: shaped {got}, the manifest says {shape}')
+            elif not size_ok: out.append(f'{p}: its size does not match its header (truncated or extended)')
+            elif checksums and _sha256(p) != man['files'][name]: out.append(f'{p}: checksum mismatch (corrupt or modified since it was built)')
+    return out
+
 class ECGStore:
     "A sharded, memory-mapped ECG store built by `build_store`: `store[i]` -> float32 mV [leads, T]"
-    def __init__(self, path:str|Path):
+    def __init__(self, path:str|Path,
+                 verify:bool=False, # check every shard's sha256 against its manifest before serving (reads every byte once)
+                 check:bool=True    # check manifests, shapes and file sizes on open (cheap; `validate_store` opens without)
+                ):
         self.path = Path(path)
         if not (self.path/'store.json').exists(): raise StoreError(f'{self.path}: not an ECG store (no store.json)')
         if not (self.path/'records.csv').exists():
             raise StoreError(f'{self.path}: incomplete store (no records.csv): run build_store again to finish it')
         self.config = StoreConfig.load(self.path/'store.json')
         self.meta = pd.read_csv(self.path/'records.csv', low_memory=False)
+        if (check or verify) and (probs := _shard_problems(self.path, self.config, self.meta, checksums=verify)):
+            raise StoreError(f'{self.path}: {len(probs)} problem(s) with its shards; none is served. Run build_store with '
+                             'the same source and dest to rebuild them (validate_store lists every problem):\n' + '\n'.join(probs))
+        self.verified = verify
         counts = self.meta.groupby('shard').size()
         self.shard_ids = counts.index.to_numpy()
         self._starts = np.concatenate([[0], np.cumsum(counts.to_numpy())])
@@ -301,24 +344,17 @@ def validate_store(path:str|Path, # the store folder
                    raise_:bool=True # raise `StoreError` when a problem is found
                   ) -> dict:
     "Check a store against its manifests; returns {'n', 'skipped', 'shards', 'problems'}"
-    path = Path(path); problems = []
-    store = ECGStore(path)
+    path = Path(path)
+    store = ECGStore(path, check=False)
+    problems = _shard_problems(path, store.config, store.meta, checksums)
     shard_files = sorted((path/'shards').glob('shard_' + '[0-9]' * 6 + '.json'))   # not the beats manifests
     n = 0
     for f in shard_files:
-        man = json.loads(f.read_text()); k = man['shard']
-        for name, sha in man['files'].items():
-            p = path/'shards'/name
-            if not p.exists(): problems.append(f'{p}: missing'); continue
-            if checksums and _sha256(p) != sha: problems.append(f'{p}: checksum mismatch (corrupt or modified)')
+        man = json.loads(f.read_text()); k = man['shard']; n += man['n']
+        if not man['n'] or any(f'shard_{k:06d}' in p or p.startswith(f'shard {k}:') for p in problems): continue   # reported already
         try:
-            q, g = store._shard(k)
-            if q.shape != (man['n'], len(store.leads), store.config.n_samples):
-                problems.append(f'{f}: shard shaped {q.shape}, manifest says {man["n"]} ECGs')
-            elif not np.isfinite(decode(q, g)).all(): problems.append(f'shard {k}: non-finite samples')
+            if not np.isfinite(decode(*store._shard(k))).all(): problems.append(f'shard {k}: non-finite samples')
         except (ValueError, OSError) as e: problems.append(f'shard {k}: unreadable ({e})')
-        if (store.meta['shard'] == k).sum() != man['n']: problems.append(f'shard {k}: records.csv disagrees with {f.name}')
-        n += man['n']
     if n != len(store): problems.append(f'records.csv lists {len(store)} ECGs, the shard manifests {n}')
     from ecg_dml.data.beats import validate_beats
     problems += validate_beats(store, checksums)

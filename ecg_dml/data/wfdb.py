@@ -14,8 +14,9 @@ import wfdb
 from ..core import LEADS
 
 # %% auto #0
-__all__ = ['MAX_MEDIAN_STEP_MV', 'RecordError', 'normalise_lead_name', 'parse_comments', 'ECGRecord', 'fs_defaulted',
-           'read_record', 'scan_wfdb']
+__all__ = ['PLAUSIBLE_FS', 'MAX_MEDIAN_STEP_MV', 'MIN_SPAN_MV', 'MAX_SPAN_MV', 'MAX_LEVEL_MV', 'RecordError',
+           'normalise_lead_name', 'parse_comments', 'ECGRecord', 'fs_defaulted', 'gain_defaulted', 'read_record',
+           'scan_wfdb']
 
 # %% ../../nbs/01_data.wfdb.ipynb #8090de4b
 class RecordError(Exception):
@@ -184,27 +185,42 @@ def _header_lines(p:Path) -> list[str]:
     try: return [l for l in Path(f'{p}.hea').read_text(errors='replace').splitlines() if l.strip() and not l.lstrip().startswith('#')]
     except OSError: return []
 
+PLAUSIBLE_FS = (25., 100_000.)  # Hz: a header's sampling frequency outside this range is not an ECG's (or not the truth)
+
 def _field_problems(p:Path, h, idx) -> list[str]:
     "Implausible values of the header's sampling frequency and of the ADC gains of channels `idx`, read from its text"
     if not isinstance(h, wfdb.Record): return []
     lines = _header_lines(p)
     out, rec = [], lines[0].split() if lines else []
     if len(rec) > 2:      # a record line without the field means WFDB's default 250 Hz (reported by scan_wfdb)
-        f = _number(rec[2])
+        f, (lo, hi) = _number(rec[2]), PLAUSIBLE_FS
         if f is None: out.append(f'header field sampling frequency is {rec[2]!r}, not a number')
         elif not (np.isfinite(f) and f > 0): out.append(f'header field sampling frequency is {rec[2]}: it must be a positive number of Hz')
+        elif not lo <= f <= hi: out.append(f'header field sampling frequency is {rec[2]} Hz: not an ECG sampling rate ({lo:g}–{hi:g} Hz)')
+        elif h.fs is None or abs(float(h.fs) - f) > 1e-9*f: out.append(f'header field sampling frequency {rec[2]!r} is read by wfdb as {h.fs}')
     sig = lines[1:1 + (h.n_sig or 0)]
     for i in sorted({i for i in idx if i is not None}):
-        toks = sig[i].split() if i < len(sig) else []
-        g = _number(toks[2]) if len(toks) > 2 else None
-        if g == 0: out.append(f'header field ADC gain of channel {h.sig_name[i] if h.sig_name else i} is 0: an uncalibrated signal, '
-                              'its amplitude in mV is unknown')
+        toks, name = (sig[i].split() if i < len(sig) else []), (h.sig_name[i] if h.sig_name else i)
+        if len(toks) <= 2: continue   # no gain field: WFDB's default gain (reported by scan_wfdb)
+        g = _number(toks[2])
+        if g is None: out.append(f'header field ADC gain of channel {name} is {toks[2]!r}, not a number')
+        elif g == 0: out.append(f'header field ADC gain of channel {name} is 0: an uncalibrated signal, its amplitude in mV is unknown')
+        elif not (np.isfinite(g) and g > 0): out.append(f'header field ADC gain of channel {name} is {toks[2]}: it must be a positive number of ADC units per mV')
     return out
 
 def fs_defaulted(p) -> bool:
     "Whether record `p`'s header omits the sampling frequency (WFDB then assumes 250 Hz)"
     lines = _header_lines(_record_path(p))
     return bool(lines) and len(lines[0].split()) < 3
+
+def gain_defaulted(p) -> list[str]:
+    "The channels of record `p` whose header line omits the ADC gain (WFDB then assumes 200 units per mV)"
+    lines = _header_lines(_record_path(p))
+    if not lines or '/' in lines[0].split()[0]: return []    # a multi-segment header lists segments, not signals
+    n = _number(rec[1]) if len(rec := lines[0].split()) > 1 else None
+    if n is None or not 0 < n < len(lines): n = len(lines) - 1   # the header's own count when it is usable
+    sig = lines[1:1 + int(n)]
+    return [(t[-1] if len(t) > 8 else str(i)) for i, t in enumerate(l.split() for l in sig) if len(t) <= 2]
 
 def _plan(p:Path, h, leads, fs=None, missing='raise'):
     "(channel names, wanted leads, their channel indices, problems the header and file sizes reveal)"
@@ -221,6 +237,9 @@ def _plan(p:Path, h, leads, fs=None, missing='raise'):
 
 # %% ../../nbs/01_data.wfdb.ipynb #1d936558
 MAX_MEDIAN_STEP_MV = 1.0  # a lead whose median sample-to-sample step exceeds this (mV) is noise, not an ECG
+MIN_SPAN_MV = 0.01        # a lead spanning less than this (max - min, mV) holds no ECG: flat (or its gain is wrong)
+MAX_SPAN_MV = 50.         # a lead whose 1st-99th percentile range exceeds this (mV) is not in mV: gain or units wrong
+MAX_LEVEL_MV = 1000.      # a lead whose median lies further than this from 0 (mV): the header's baseline is wrong
 
 def _signal_problems(x:np.ndarray, leads, allow_flat=False) -> list[str]:
     "What is wrong with a decoded signal `x` [leads, samples] in mV"
@@ -228,15 +247,23 @@ def _signal_problems(x:np.ndarray, leads, allow_flat=False) -> list[str]:
     bad = (~np.isfinite(x)).sum(1)
     probs = [f'{bad.sum()} missing or invalid samples (NaN/Inf) in lead(s) '
              + ', '.join(f'{l} ({n})' for l, n in zip(leads, bad) if n)] if bad.any() else []
-    flat, noisy = [], []
+    flat, noisy, wide, off = [], [], [], []
     for l, row in zip(leads, x):
         v = row[np.isfinite(row)]
-        if v.size and v.min() == v.max(): flat.append(l)
+        if not v.size: continue
+        if v.max() - v.min() < MIN_SPAN_MV: flat.append(l if v.min() == v.max() else f'{l} (spans {(v.max() - v.min())*1e3:.2g} µV)')
         step = np.abs(np.diff(v))
         if step.size and np.median(step) > MAX_MEDIAN_STEP_MV: noisy.append(f'{l} ({np.median(step):.1f} mV)')
+        lo, hi = np.percentile(v, [1, 99])
+        if hi - lo > MAX_SPAN_MV: wide.append(f'{l} ({hi - lo:.3g} mV)')
+        if abs(med := np.median(v)) > MAX_LEVEL_MV: off.append(f'{l} ({med:.3g} mV)')
     if flat and not allow_flat: probs.append(f'flat lead(s) (constant signal: electrode off or empty channel): {", ".join(flat)}')
     if noisy: probs.append('the signal looks like noise, not an ECG (median step between samples in ' + ', '.join(noisy)
-                           + '): the data file is corrupt or not in the format the header states')
+                           + "): the data file is corrupt or not in the format the header states (or the header's gain is far too small)")
+    elif wide: probs.append(f'amplitudes no ECG has (1st–99th percentile range above {MAX_SPAN_MV:g} mV in ' + ', '.join(wide)
+                            + "): the header's ADC gain or units are wrong")
+    if off: probs.append(f'leads far from 0 mV (median beyond ±{MAX_LEVEL_MV:g} mV in ' + ', '.join(off)
+                         + "): the header's baseline is wrong")
     return probs
 
 # %% ../../nbs/01_data.wfdb.ipynb #1caababf
@@ -315,13 +342,13 @@ def _scan_row(p:Path, h, root:Path, leads, fs, read_signals, read_kw=None) -> di
     "One row of the scan table for record `p` with header `h` (or the error reading it)"
     row = dict(path=str(p), record=p.relative_to(root).as_posix(), error=None)
     if isinstance(h, RecordError): return {**row, 'error': h.problem}
-    names, _ = _channels(h)
-    norm = tuple(l for l in map(normalise_lead_name, names) if l)
-    row.update(fs=float(h.fs), n_samples=h.sig_len, seconds=h.sig_len/h.fs if h.sig_len and h.fs and h.fs > 0 else None,
-               fs_default=fs_defaulted(p),
-               n_leads=len(norm), leads=norm, has_12_leads=set(LEADS) <= set(norm), channels=tuple(names))
-    row.update({(k if k not in _COLUMNS else f'hdr_{k}'): v for k, v in parse_comments(h.comments or []).items() if k != 'notes'})
     try:
+        names, _ = _channels(h)
+        norm = tuple(l for l in map(normalise_lead_name, names) if l)
+        row.update(fs=float(h.fs), n_samples=h.sig_len, seconds=h.sig_len/h.fs if h.sig_len and h.fs and h.fs > 0 else None,
+                   fs_default=fs_defaulted(p), gain_default=', '.join(gain_defaulted(p)) or None,
+                   n_leads=len(norm), leads=norm, has_12_leads=set(LEADS) <= set(norm), channels=tuple(names))
+        row.update({(k if k not in _COLUMNS else f'hdr_{k}'): v for k, v in parse_comments(h.comments or []).items() if k != 'notes'})
         if read_signals: read_record(p, leads=leads, fs=fs, **(read_kw or {}))
         elif probs := _plan(p, h, leads, fs)[-1]: raise RecordError(p, '; '.join(probs))
     except RecordError as e: row['error'] = e.problem
@@ -335,6 +362,9 @@ def _summary(df:pd.DataFrame, n_parts:int, max_print:int) -> tuple[str, str]:
     bad = df[df.error.notna()]
     head = f'scanned {len(df)} records: {len(df) - len(bad)} ok, {len(bad)} skipped'
     if n_parts: head += f' ({n_parts} segment/layout headers were read as parts of multi-segment records)'
+    for col, what in (('fs_default', "WFDB's default sampling rate, 250 Hz (the header omits it)"),
+                      ('gain_default', "WFDB's default ADC gain, 200 units/mV, for some channels (the header omits it)")):
+        if col in df and (n := sum(bool(v) and v == v for v in df[col])): head += f'\n  {n} record(s) use {what}: see the `{col}` column'
     lines = [f'  skipped {r}: {e}' for r, e in zip(bad.record, bad.error)]
     more = [f'  ... and {len(lines) - max_print} more (see the `error` column or the log)'] if len(lines) > max_print else []
     return '\n'.join([head] + lines[:max_print] + more), '\n'.join([head] + lines)
