@@ -206,11 +206,11 @@ def write_json(p:Path, obj):
 # ---------------------------------------------------------------- data
 def load_study_data(a, work:Path):
     from ecg_dml.core import sample_dir, shared_data_dir
-    from ecg_dml.evaluate.protocols import load_data
+    from ecg_dml.data.sources import open_ecgs
     if a.data is None:
         sd = shared_data_dir()
         a.data = str(sample_dir() if a.quick or sd is None else sd/'ptbxl')
-    return load_data(a.data, fs=100, seconds=a.seconds, dest=work/'store')
+    return open_ecgs(a.data, fs=100, seconds=a.seconds, dest=work/'store', progress=False)
 
 def synthetic_signals(a, work:Path):
     """The synthetic corpus (built once, resumable, with --jobs generating processes) as an array [N, 12, T] in mV.

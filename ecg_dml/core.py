@@ -5,6 +5,8 @@
 # %% ../nbs/00_core.ipynb #e9a811f6
 from __future__ import annotations
 import os, platform, sys
+from typing import Callable
+import numpy as np
 from importlib.resources import files
 from pathlib import Path
 import torch
@@ -12,7 +14,8 @@ from fastai.torch_core import default_device, set_seed
 
 # %% auto #0
 __all__ = ['LEADS', 'LIMB_LEADS', 'PRECORDIAL_LEADS', 'LEADS8', 'lead_index', 'get_device', 'make_generator', 'BatchInfo',
-           'Registry', 'sample_dir', 'shared_data_dir', 'versions', 'sample_summary', 'ecg_dml_info']
+           'Registry', 'read_rows', 'atomic_write', 'sample_dir', 'shared_data_dir', 'versions', 'sample_summary',
+           'ecg_dml_info']
 
 # %% ../nbs/00_core.ipynb #3a184034
 LEADS = ('I', 'II', 'III', 'aVR', 'aVL', 'aVF', 'V1', 'V2', 'V3', 'V4', 'V5', 'V6')  # standard 12-lead order
@@ -98,6 +101,33 @@ class Registry(dict):
             self[name] = o
             return o
         return _reg if obj is None else _reg(obj)
+
+# %% ../nbs/00_core.ipynb #429b68fd
+def read_rows(data, # an `ECGStore`/`BeatStore` (anything with `get_batch(rows)`), an array or a tensor [N, ...]
+              rows  # row indices (any integer sequence)
+             ) -> np.ndarray|torch.Tensor:
+    "float32 rows `rows` of `data`, in that order: a tensor for a tensor source, a NumPy array otherwise"
+    get = getattr(data, 'get_batch', None)
+    if get is not None: return np.asarray(get(np.asarray(rows, dtype=np.int64)), dtype=np.float32)
+    if isinstance(data, torch.Tensor): return data[torch.as_tensor(np.asarray(rows, dtype=np.int64))].float()
+    return np.asarray(data[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
+
+# %% ../nbs/00_core.ipynb #7c40b2a3
+def atomic_write(path:str|Path, # the file to (over)write
+                 data:bytes|str|Callable # the content, or `write(f)` called on the open binary file
+                ) -> Path:
+    "Write `data` to `path` atomically: a temporary file next to it, fsync, rename; returns `path`"
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        with open(tmp, 'wb') as f:
+            if callable(data): data(f)
+            else: f.write(data.encode() if isinstance(data, str) else data)
+            f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists(): tmp.unlink()
+    return path
 
 # %% ../nbs/00_core.ipynb #7110f93d
 def sample_dir() -> Path:

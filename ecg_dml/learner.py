@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_learner.ipynb #a8065ce4
 from __future__ import annotations
-import os, pickle, random, time
+import pickle, random, time
 from pathlib import Path
 import numpy as np, torch
 from torch import nn
@@ -12,7 +12,7 @@ from fastai.callback.core import Callback
 from fastai.learner import Learner, ValueMetric
 from fastai.optimizer import Adam
 import fastai.callback.schedule  # noqa: F401 -- patches Learner.fit_one_cycle and lr_find
-from .core import BatchInfo, make_generator
+from .core import BatchInfo, atomic_write, make_generator
 from .views import flatten_views
 
 # %% auto #0
@@ -135,13 +135,7 @@ def save_checkpoint(path:str|Path, state:dict):
     "`torch.save(state)` to `path` atomically (temporary file, fsync, rename); containers made weights-only safe"
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     state = _plain(state)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'wb') as f:
-            torch.save(state, f); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
+    atomic_write(path, lambda f: torch.save(state, f))
 
 class CheckpointError(Exception):
     "A checkpoint that is missing, corrupt, or not a safe ecg_dml checkpoint (it needs code to be unpickled)"

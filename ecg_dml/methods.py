@@ -4,9 +4,8 @@
 
 # %% ../nbs/36_methods.ipynb #3a3464e9
 from __future__ import annotations
-import dataclasses, json
+import dataclasses
 from dataclasses import dataclass, field, asdict
-from pathlib import Path
 from typing import Callable, ClassVar
 import numpy as np, pandas as pd, torch
 from torch import nn
@@ -245,11 +244,11 @@ def get_method(method, # a name in `METHODS` or a `Method`
                **options # fields to set (unknown ones are an error naming the valid ones)
               ) -> Method:
     "The method object for a name or object, with `options` applied"
-    if isinstance(method, Method): base, make = method, (lambda **kw: dataclasses.replace(method, **kw))
+    if isinstance(method, Method): make = lambda **kw: dataclasses.replace(method, **kw)
     elif method in METHODS: make = METHODS[method]
     else: raise ValueError(f'unknown method {method!r}; choose from {", ".join(sorted(METHODS))}')
     try: return make(**options)
-    except TypeError as e:
+    except TypeError:
         cls = getattr(make, 'cls', type(method) if isinstance(method, Method) else None)
         names = [f.name for f in dataclasses.fields(cls)] if cls is not None else []
         bad = [k for k in options if k not in names]

@@ -4,15 +4,14 @@
 
 # %% ../nbs/41_pretrain.ipynb #45897ea8
 from __future__ import annotations
-import ast, hashlib, json, time
+import ast, hashlib, json, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
 from fastcore.script import call_parse
-from .core import get_device, set_seed
-from .data.wfdb import scan_wfdb
-from .data.ptbxl import ptbxl_index, fold_split, patient_split, SUPERCLASSES
-from .data.store import ECGStore, build_store
+from .core import get_device, read_rows, set_seed
+from .data.ptbxl import fold_split, patient_split, SUPERCLASSES
+from .data.sources import open_ecgs
 from .data.loaders import ecg_dls
 from .models.heads import EmbeddingModel, create_encoder
 from .metric.miners import RecordLookup
@@ -26,30 +25,11 @@ __all__ = ['resolve_data', 'pretrain_split', 'purity_labels', 'RunExistsError', 
            'plot_log', 'ecg_dml_pretrain']
 
 # %% ../nbs/41_pretrain.ipynb #58db3630
-def resolve_data(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or array [N, leads, T] (mV)
-                 out:Path, # the run folder (a store built from a folder goes to out/'store')
-                 fs:float=100, seconds:float=10, # the store's rate and length
-                 n_workers:int|None=None, progress:bool=True,
-                 read_kw:dict|None=None # options of `read_record` for a folder's records (e.g. `{'allow_flat': True}`)
-                ) -> tuple[object, pd.DataFrame]:
-    "`(signals, meta)`: an `ECGStore` or array, and a table with one row per ECG (ids, folds, labels when known)"
-    if isinstance(data, ECGStore): return data, data.meta
-    if isinstance(data, (np.ndarray, torch.Tensor)):
-        x = np.asarray(data, dtype=np.float32)
-        if x.ndim != 3: raise ValueError(f'an array of ECGs must be [N, leads, T], got shape {x.shape}')
-        return x, pd.DataFrame({'ecg_id': np.arange(len(x)), 'patient_id': np.arange(len(x))})
-    root = Path(data)
-    if (root/'store.json').exists(): st = ECGStore(root); return st, st.meta
-    if not root.is_dir(): raise FileNotFoundError(f'{root}: not a folder, a store or an array of ECGs')
-    if (root/'ptbxl_database.csv').exists():
-        idx = ptbxl_index(root, fs=100 if fs <= 100 else 500, drop_missing=True)
-        idx = idx.reset_index()[['ecg_id', 'patient_id', 'age', 'sex', 'strat_fold', 'superdiagnostic', 'path']]
-    else:
-        idx = scan_wfdb(root, progress=progress)   # rows the scan rejected go to the store's skipped.csv with the reason
-        idx.insert(0, 'ecg_id', np.arange(len(idx)))
-        if 'patient_id' not in idx: idx['patient_id'] = idx['ecg_id']
-    st = build_store(idx, out/'store', fs=fs, seconds=seconds, n_workers=n_workers, progress=progress, read_kw=read_kw)
-    return st, st.meta
+def resolve_data(data, out:Path, fs:float=100, seconds:float=10, n_workers:int|None=None, progress:bool=True,
+                 read_kw:dict|None=None) -> tuple[object, pd.DataFrame]:
+    "Deprecated: `open_ecgs(data, dest=out/'store', ...)`"
+    warnings.warn("resolve_data is deprecated: use ecg_dml.data.sources.open_ecgs(data, dest=out/'store')", DeprecationWarning, stacklevel=2)
+    return open_ecgs(data, dest=Path(out)/'store', fs=fs, seconds=seconds, read_kw=read_kw, n_workers=n_workers, progress=progress)
 
 # %% ../nbs/41_pretrain.ipynb #64db49ad
 def pretrain_split(meta:pd.DataFrame, valid_pct:float=0.1, seed:int=0,
@@ -67,8 +47,8 @@ def _probe(signals, meta, split, max_n=2000, seed=0):
     rng = np.random.default_rng(seed)
     tr = rng.permutation(np.nonzero(split == 'train')[0])[:max_n]; va = np.nonzero(split == 'valid')[0][:max_n]
     if len(np.unique(y[tr])) < 2 or len(np.unique(y[va])) < 2: return None
-    read = (lambda r: signals.get_batch(np.sort(r))) if hasattr(signals, 'get_batch') else (lambda r: signals[np.sort(r)])
-    return KNNProbe(read(tr), y[np.sort(tr)], read(va), y[np.sort(va)])
+    tr, va = np.sort(tr), np.sort(va)
+    return KNNProbe(np.asarray(read_rows(signals, tr)), y[tr], np.asarray(read_rows(signals, va)), y[va])
 
 # %% ../nbs/41_pretrain.ipynb #1a3e4639
 def _labels(labels, meta):
@@ -154,7 +134,7 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
                **({'accumulate': accumulate} if accumulate > 1 else {}), **({'clip': clip} if clip != 1.0 else {}),
                fs=float(fs), seconds=float(seconds), seed=seed, world_size=world, encoder_kw=encoder_kw or {})
     set_seed(seed)
-    signals, meta = _first_rank_first(lambda: resolve_data(data, out, fs, seconds, progress=progress, read_kw=read_kw), rank, world)
+    signals, meta = _first_rank_first(lambda: open_ecgs(data, dest=out/'store', fs=fs, seconds=seconds, read_kw=read_kw, progress=progress), rank, world)
     y = _labels(labels, meta)
     if m.needs_labels and y is None: raise ValueError(f'method {cfg["method"]!r} needs labels= (a column name or an array)')
     if split is None: split = pretrain_split(meta, seed=seed)

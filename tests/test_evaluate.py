@@ -231,15 +231,19 @@ def test_evaluate_a_pretrain_checkpoint(sample_store, tmp_path):
     a, b = ev.embeddings[('dml_run', 0)].values, ev.embeddings[('random-init', 0)].values
     assert a.shape == b.shape == (250, 32) and not np.allclose(a, b)
 
-def test_load_data_variants(sample_store, tmp_path):
-    s, m = load_data(sample_store)
+def test_open_ecgs_variants_and_the_deprecated_load_data(sample_store, tmp_path):
+    from ecg_dml.data.sources import open_ecgs, DataError
+    s, m = open_ecgs(sample_store)
     assert s is sample_store and len(m) == 250
-    s2, m2 = load_data(str(sample_store.path))
+    s2, m2 = open_ecgs(str(sample_store.path))
     assert isinstance(s2, ECGStore) and (m2.ecg_id == m.ecg_id).all()
-    s3, m3 = load_data(sample_dir(), seconds=2.5, dest=tmp_path/'st')
+    s3, m3 = open_ecgs(sample_dir(), seconds=2.5, dest=tmp_path/'st', progress=False)
     assert s3.shape == (250, 12, 250) and (m3.ecg_id.to_numpy() == m.ecg_id.to_numpy()).all()
-    with pytest.raises(EvaluateError, match='250 metadata rows'): load_data((np.zeros((3, 12, 10)), m))
-    with pytest.raises(EvaluateError, match='not an ECG store'): load_data(tmp_path)
+    with pytest.raises(DataError, match='250 metadata rows'): open_ecgs((np.zeros((3, 12, 10)), m))
+    (tmp_path/'empty').mkdir()
+    with pytest.raises(FileNotFoundError, match='no WFDB records'): open_ecgs(tmp_path/'empty', dest=tmp_path/'e')
+    with pytest.warns(DeprecationWarning, match='open_ecgs'): s4, m4 = load_data(sample_store)
+    assert s4 is sample_store and (m4.ecg_id == m.ecg_id).all()
 
 def test_subgroups_on_real_predictions(sample_store):
     meta = sample_store.meta

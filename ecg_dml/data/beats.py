@@ -9,9 +9,9 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.parallel import parallel
-from ..core import LEADS, Registry
+from ..core import LEADS, Registry, atomic_write
 from .preprocess import remove_baseline, resample
-from .store import ECGStore, StoreError, _atomic_write, _atomic_write_text, _sha256
+from .store import ECGStore, StoreError, _sha256
 
 # %% auto #0
 __all__ = ['BEATS_VERSION', 'DETECTORS', 'BEAT_COLUMNS', 'BeatConfig', 'refine_peaks', 'detect_beats', 'median_beat', 'rr_stats',
@@ -168,10 +168,10 @@ def _beats_shard(k:int, path:Path, cfg:BeatConfig) -> dict:
     rows = rows[np.argsort(store._offset[rows])]
     t, tab = beat_templates(store.get_batch(rows), store.fs, cfg, store.leads)
     f_npy, f_man = _beats_files(path, k)
-    _atomic_write(f_npy, lambda f: np.save(f, t))
+    atomic_write(f_npy, lambda f: np.save(f, t))
     man = {'shard': int(k), 'n': len(rows), 'config': asdict(cfg), 'signals': _signal_files(path, k),
            'files': {f_npy.name: _sha256(f_npy)}, 'table': json.loads(tab.to_json(orient='split', double_precision=15))['data']}
-    _atomic_write_text(f_man, json.dumps(man))        # the commit point
+    atomic_write(f_man, json.dumps(man))        # the commit point
     return man
 
 def add_beats(store:ECGStore|str|Path, # an `ECGStore` or its folder
@@ -189,7 +189,7 @@ def add_beats(store:ECGStore|str|Path, # an `ECGStore` or its folder
         if old != asdict(cfg) and not overwrite:
             raise StoreError(f'{path}: beat templates were computed with {BeatConfig(**old)}; asked for {cfg} '
                              '(pass overwrite=True to replace them)')
-    _atomic_write_text(f, json.dumps({'config': asdict(cfg), 'fs': store.fs}, indent=1))
+    atomic_write(f, json.dumps({'config': asdict(cfg), 'fs': store.fs}, indent=1))
     todo = [int(k) for k in store.shard_ids if _beats_done(path, k, cfg) is None]
     if n_workers is None: n_workers = min(os.cpu_count() or 1, 8)
     if todo: parallel(_beats_shard, todo, path=path, cfg=cfg, n_workers=min(n_workers, len(todo)),
@@ -201,7 +201,7 @@ def add_beats(store:ECGStore|str|Path, # an `ECGStore` or its folder
     meta = store.meta.sort_values(['shard', 'offset'])
     tab.insert(0, 'row', meta.index.to_numpy())
     if 'ecg_id' in meta: tab.insert(1, 'ecg_id', meta['ecg_id'].to_numpy())
-    _atomic_write_text(path/'beats.csv', tab.sort_values('row').to_csv(index=False))
+    atomic_write(path/'beats.csv', tab.sort_values('row').to_csv(index=False))
     return BeatStore(store)
 
 # %% ../../nbs/07_data.beats.ipynb #48652de6

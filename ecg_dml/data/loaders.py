@@ -8,7 +8,7 @@ import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
-from ..core import LEADS, get_device
+from ..core import LEADS, get_device, read_rows
 
 # %% auto #0
 __all__ = ['ECGSource', 'patient_batches', 'ECGDataLoader', 'ecg_dls', 'plot_ecg']
@@ -38,8 +38,7 @@ class ECGSource:
 
     def read(self, rows) -> np.ndarray:
         "float32 signals of the collection rows `rows`"
-        get = getattr(self.signals, 'get_batch', None)
-        return get(rows) if get is not None else np.asarray(self.signals[rows], dtype=np.float32)
+        return np.asarray(read_rows(self.signals, rows))
 
 # %% ../../nbs/05_data.loaders.ipynb #ac5d2ce1
 def patient_batches(patients:np.ndarray, # patient id per row

@@ -4,13 +4,13 @@
 
 # %% ../../nbs/04_data.store.ipynb #d112b02b
 from __future__ import annotations
-import hashlib, json, os, time, warnings
+import hashlib, json, os, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import Callable
 import numpy as np, pandas as pd
 from fastcore.parallel import parallel
-from ..core import LEADS
+from ..core import LEADS, atomic_write, read_rows
 from .wfdb import read_record, RecordError
 from .preprocess import resample, crop_or_pad
 
@@ -42,7 +42,7 @@ class StoreConfig:
     def shortest(self) -> float: return self.seconds/2 if self.min_seconds is None else self.min_seconds
 
     def save(self, path:Path):
-        _atomic_write_text(Path(path), json.dumps({**asdict(self), 'leads': list(self.leads)}, indent=1))
+        atomic_write(Path(path), json.dumps({**asdict(self), 'leads': list(self.leads)}, indent=1))
 
     @classmethod
     def load(cls, path:Path) -> StoreConfig:
@@ -52,19 +52,6 @@ class StoreConfig:
         return cls(**{**d, 'leads': tuple(d['leads'])})
 
 # %% ../../nbs/04_data.store.ipynb #c3972f76
-def _atomic_write(path:Path, write:Callable):
-    "Call `write(f)` on a temporary file next to `path`, fsync it, and rename it to `path`"
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'wb') as f:
-            write(f); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-
-def _atomic_write_text(path:Path, text:str): _atomic_write(path, lambda f: f.write(text.encode()))
-
 def _sha256(path:Path, chunk:int=1<<22) -> str:
     h = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -124,32 +111,37 @@ def _build_shard(item, dest:Path, cfg:StoreConfig, reader, preprocess, crop) -> 
     q, gain = encode(buf[:len(keep)], cfg.dtype)
     shard_dir = dest/'shards'
     f_data, f_gain = shard_dir/f'shard_{k:06d}.npy', shard_dir/f'shard_{k:06d}.gain.npy'
-    _atomic_write(f_data, lambda f: np.save(f, q))
-    man = {'shard': k, 'first_row': int(k * cfg.shard_size), 'n_rows': len(rows), 'n': len(keep),
+    atomic_write(f_data, lambda f: np.save(f, q))
+    man = {'shard': k, 'first_row': int(k * cfg.shard_size), 'n_rows': len(rows), 'source': _rows_key(rows), 'n': len(keep),
            'rows': keep, 'skipped': skipped, 'files': {f_data.name: _sha256(f_data)}}
     if gain is not None:
-        _atomic_write(f_gain, lambda f: np.save(f, gain))
+        atomic_write(f_gain, lambda f: np.save(f, gain))
         man['files'][f_gain.name] = _sha256(f_gain)
-    _atomic_write_text(shard_dir/f'shard_{k:06d}.json', json.dumps(man))   # the commit point
+    atomic_write(shard_dir/f'shard_{k:06d}.json', json.dumps(man))   # the commit point
     return man
 
 def _jsonable(v):
     return v.item() if isinstance(v, np.generic) else v if isinstance(v, (int, float, str)) else str(v)
 
 # %% ../../nbs/04_data.store.ipynb #3ca39543
-def _shard_done(dest:Path, k:int, n_rows:int, verify:bool=False) -> dict|None:
-    "The manifest of shard `k` if it is complete for `n_rows` source rows (and, with `verify`, its files match their checksums), else `None`"
+def _rows_key(rows:pd.DataFrame) -> str:
+    "What identifies a shard's source rows: their `path`s (else the whole rows)"
+    text = '\n'.join(map(str, rows['path'])) if 'path' in rows else rows.to_csv()
+    return hashlib.sha1(text.encode()).hexdigest()
+
+def _shard_done(dest:Path, k:int, key:str, verify:bool=False) -> dict|None:
+    "The manifest of shard `k` if it is complete for the source rows `key` names (and, with `verify`, its files match their checksums), else `None`"
     f = dest/'shards'/f'shard_{k:06d}.json'
     if not f.exists(): return None
     try: man = json.loads(f.read_text())
     except json.JSONDecodeError: return None
-    if man.get('n_rows') != n_rows: return None
+    if man.get('source') != key: return None
     if not all((dest/'shards'/name).exists() for name in man['files']): return None
     if verify and any(_sha256(dest/'shards'/name) != sha for name, sha in man['files'].items()): return None
     return man
 
 # %% ../../nbs/04_data.store.ipynb #dc77e3f1
-def build_store(source:pd.DataFrame, # index of ECGs: one row per record (a `path` column for the default reader)
+def build_store(source:pd.DataFrame|str|Path, # index of ECGs, one row per record (a `path` column for the default reader); or a WFDB folder / PTB-XL root
                 dest:str|Path, # store folder (created; an existing one is resumed)
                 fs:float=100, # sampling rate of the store, Hz
                 seconds:float=10, # length of every stored ECG, s
@@ -167,6 +159,9 @@ def build_store(source:pd.DataFrame, # index of ECGs: one row per record (a `pat
                 read_kw:dict|None=None, # options of the default reader's `read_record` (e.g. `{'allow_flat': True}`)
                ) -> ECGStore:
     "Convert `source` into a sharded, memory-mapped store at `dest` (resumable); returns the opened `ECGStore`"
+    if isinstance(source, (str, Path)):   # ecg_dml.data.sources builds on this module: imported here, not at the top
+        from ecg_dml.data.sources import source_table
+        source = source_table(source, fs=fs, progress=progress)
     dest = Path(dest); (dest/'shards').mkdir(parents=True, exist_ok=True)
     cfg = StoreConfig(float(fs), float(seconds), tuple(leads), dtype, int(shard_size),
                       None if min_seconds is None else float(min_seconds))
@@ -177,8 +172,11 @@ def build_store(source:pd.DataFrame, # index of ECGs: one row per record (a `pat
     source = source.reset_index() if source.index.name else source.reset_index(drop=True)
     n = len(source); n_shards = (n + shard_size - 1) // shard_size
     bounds = [(k, k*shard_size, min(n, (k+1)*shard_size)) for k in range(n_shards)]
-    kept = {k for k, a, b in bounds if _shard_done(dest, k, b - a) is not None}
-    todo = [(k, a, b) for k, a, b in bounds if k not in kept or _shard_done(dest, k, b - a, verify=True) is None]
+    keys = {k: _rows_key(source.iloc[a:b]) for k, a, b in bounds}
+    kept = {k for k, a, b in bounds if _shard_done(dest, k, keys[k]) is not None}
+    todo = [(k, a, b) for k, a, b in bounds if k not in kept or _shard_done(dest, k, keys[k], verify=True) is None]
+    stale = [k for k, _, _ in bounds if k not in kept and (dest/'shards'/f'shard_{k:06d}.json').exists()]
+    if stale: print(f'{dest}: shards {stale} were built from other source rows (or an older format): rebuilding them')
     for k in sorted(kept & {k for k, _, _ in todo}):   # a committed shard whose bytes changed since: never served, rebuilt
         print(f'{dest}: shard {k} does not match its checksums (corrupt or modified): rebuilding it')
     if reader is not None and read_kw: raise ValueError('read_kw configures the default reader: pass it to your reader instead')
@@ -188,7 +186,7 @@ def build_store(source:pd.DataFrame, # index of ECGs: one row per record (a `pat
     items = [(k, source.iloc[a:b]) for k, a, b in todo]   # each worker receives only its shard's rows
     if todo: parallel(_build_shard, items, dest=dest, cfg=cfg, reader=reader, preprocess=preprocess, crop=crop,
                       n_workers=n_workers, progress=progress, threadpool=False)
-    mans = [_shard_done(dest, k, b - a) for k, a, b in bounds]
+    mans = [_shard_done(dest, k, keys[k]) for k, a, b in bounds]
     missing = [k for k, m in zip(range(n_shards), mans) if m is None]
     if missing: raise StoreError(f'{dest}: shards {missing} failed to build')
     _write_tables(dest, source, mans)
@@ -212,8 +210,8 @@ def _write_tables(dest:Path, source:pd.DataFrame, mans:list[dict]):
     recs = pd.concat(parts, ignore_index=True) if parts else source.iloc[:0].assign(shard=[], offset=[])
     for c in recs.columns:   # dicts/lists/tuples -> their repr, so the CSV round-trips as text
         if recs[c].dtype == object: recs[c] = recs[c].map(lambda v: repr(v) if isinstance(v, (dict, list, tuple)) else v)
-    _atomic_write_text(dest/'records.csv', recs.to_csv(index=False))
-    _atomic_write_text(dest/'skipped.csv', pd.DataFrame(skipped, columns=['row', 'index', 'record', 'reason']).to_csv(index=False))
+    atomic_write(dest/'records.csv', recs.to_csv(index=False))
+    atomic_write(dest/'skipped.csv', pd.DataFrame(skipped, columns=['row', 'index', 'record', 'reason']).to_csv(index=False))
 
 def _report(store:ECGStore, seen:int, built:int, n_shards:int, secs:float) -> str:
     sk = store.skipped
@@ -335,8 +333,7 @@ class Rows:
     def __len__(self): return len(self.rows)
     def get_batch(self, idx) -> np.ndarray:
         "float32 `[len(idx), ...]`: rows `rows[idx]` of the data"
-        r = self.rows[np.asarray(idx)]
-        return self.data.get_batch(r) if hasattr(self.data, 'get_batch') else np.asarray(self.data[r], np.float32)
+        return read_rows(self.data, self.rows[np.asarray(idx)])
 
 # %% ../../nbs/04_data.store.ipynb #d4293cf6
 def validate_store(path:str|Path, # the store folder

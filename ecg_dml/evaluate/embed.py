@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
 import matplotlib.pyplot as plt
-from ..core import get_device
+from ..core import get_device, read_rows
 from ..models.heads import embed
 
 # %% auto #0
@@ -61,10 +61,8 @@ class Embeddings:
 
 # %% ../../nbs/50_evaluate.embed.ipynb #9bb5c057
 def _read(data, rows) -> np.ndarray:
-    get = getattr(data, 'get_batch', None)
-    if get is not None: return get(rows)
-    x = data[rows]
-    return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
+    x = read_rows(data, rows)
+    return x.numpy() if isinstance(x, torch.Tensor) else x
 
 def _default_ids(data, n) -> np.ndarray:
     meta = getattr(data, 'meta', None)

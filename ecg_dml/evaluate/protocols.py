@@ -4,7 +4,7 @@
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #e646dd26
 from __future__ import annotations
-import ast, copy, hashlib, json, tempfile, warnings
+import ast, copy, json, warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,9 +20,10 @@ from fastai.losses import BCEWithLogitsLossFlat, MSELossFlat
 from fastai.torch_core import params
 from fastcore.basics import patch
 from fastcore.script import call_parse, bool_arg
-from ..core import get_device, sample_dir
-from ..data.ptbxl import ptbxl_index, label_matrix, SUPERCLASSES
-from ..data.store import build_store, ECGStore, Rows
+from ..core import get_device
+from ..data.ptbxl import label_matrix, SUPERCLASSES
+from ..data.store import Rows
+from ..data.sources import open_ecgs
 from ..data.loaders import ecg_dls
 from ..models.heads import ENCODERS, TaskHead, TaskModel, create_encoder
 from .embed import Embeddings, embed_dataset, plot_embedding_map
@@ -310,26 +311,10 @@ def match_leads(encoder:nn.Module|None, n_leads:int) -> nn.Module|None:
     return encoder
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #888e77ec
-def load_data(data=None, # ECGStore, store folder, PTB-XL root, (signals, metadata) or None (the bundled sample)
-              fs:float=100, seconds:float=10, # store format when a PTB-XL root must be converted
-              dest:str|Path|None=None # where to build that store (default: a cache under the temp directory)
-             ) -> tuple[object, pd.DataFrame]:
-    "`(signals, metadata)`: signals an ECGStore or array, metadata one row per signal with an `ecg_id` column"
-    if data is None: data = sample_dir()
-    if isinstance(data, ECGStore): return data, data.meta.reset_index(drop=True)
-    if isinstance(data, tuple):
-        x, meta = data
-        meta = (meta.reset_index() if meta.index.name == 'ecg_id' else meta.reset_index(drop=True))
-        if len(x) != len(meta): raise EvaluateError(f'{len(x)} signals but {len(meta)} metadata rows')
-        return x, meta
-    p = Path(data)
-    if (p/'store.json').exists(): return load_data(ECGStore(p))
-    if (p/'ptbxl_database.csv').exists():
-        key = hashlib.sha1(f'{p.resolve()}|{fs}|{seconds}'.encode()).hexdigest()[:12]
-        dest = Path(dest) if dest else Path(tempfile.gettempdir())/'ecg_dml'/'stores'/key
-        idx = ptbxl_index(p, fs=100 if fs <= 100 else 500, drop_missing=True)
-        return load_data(build_store(idx, dest, fs=fs, seconds=seconds, progress=False))
-    raise EvaluateError(f'{data}: not an ECG store (store.json) nor a PTB-XL root (ptbxl_database.csv)')
+def load_data(data=None, fs:float=100, seconds:float=10, dest:str|Path|None=None) -> tuple[object, pd.DataFrame]:
+    "Deprecated: `open_ecgs(data, dest=dest, fs=fs, seconds=seconds)`"
+    warnings.warn('load_data is deprecated: use ecg_dml.data.sources.open_ecgs', DeprecationWarning, stacklevel=2)
+    return open_ecgs(data, dest=dest, fs=fs, seconds=seconds, progress=False)
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #fb68c02c
 _COLS = ['encoder', 'protocol', 'task', 'fraction', 'seed', 'fold', 'metric', 'target', 'value', 'ci_low', 'ci_high',
@@ -423,7 +408,7 @@ def _run_task(task, enc_label, seed, feats, signals, fresh, enc, meta, ids, spli
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #5a753155
 def evaluate(encoder, # registered encoder name (random init only), checkpoint path, nn.Module, or {test fold: one of these}
-             data=None, # see `load_data` (default: the bundled 250-record sample)
+             data=None, # anything `open_ecgs` opens (default: the bundled 250-record sample)
              tasks:Sequence[str]=tuple(TASKS), # keys of `TASKS`
              protocols:Sequence[str]=('linear',), # from `PROTOCOLS`
              fractions:Sequence[float]=FRACTIONS, # label fractions
@@ -442,7 +427,7 @@ def evaluate(encoder, # registered encoder name (random init only), checkpoint p
     "Judge a representation on PTB-XL tasks: protocols x label fractions x seeds x folds, with random-init baseline"
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad: raise EvaluateError(f'unknown protocol(s) {bad}; known: {", ".join(PROTOCOLS)}')
-    signals, meta = load_data(data)
+    signals, meta = open_ecgs(data, progress=False)
     if isinstance(encoder, Mapping):   # one encoder per test fold: evaluate each on its fold, then pool
         if test_folds is not None and set(test_folds) != set(encoder):
             raise EvaluateError(f'test_folds {sorted(test_folds)} differ from the folds of the encoders {sorted(encoder)}')
@@ -680,7 +665,7 @@ def ecg_dml_evaluate(
     plots:bool_arg=True # write PNG plots
 ):
     "Evaluate an ECG encoder on PTB-XL tasks and write CSV tables and PNG plots into --out"
-    signals, meta = load_data(data, fs=fs, seconds=seconds)
+    signals, meta = open_ecgs(data, fs=fs, seconds=seconds, progress=False)
     ev = evaluate(encoder, (signals, meta), tasks=_csv(tasks), protocols=_csv(protocols),
                   fractions=_csv(fractions, float), seeds=_csv(seeds, int), cv=cv, test_folds=_csv(test_folds, int),
                   random_init=random_init, arch=arch, encoder_kwargs=json.loads(encoder_kwargs) if encoder_kwargs else None,

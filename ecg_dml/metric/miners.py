@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from ..core import BatchInfo, get_device
+from ..core import BatchInfo, get_device, read_rows
 from .distances import pairwise_distances
 
 # %% auto #0
@@ -130,9 +130,7 @@ class RecordLookup:
     def __len__(self): return len(self.index)
     def __call__(self, record_ids:Tensor, device=None) -> Tensor:
         r = self.index.rows(record_ids)
-        get = getattr(self.source, 'get_batch', None)
-        x = get(r.numpy()) if get is not None else self.source[r if isinstance(self.source, Tensor) else r.numpy()]
-        return torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, Tensor) else x.float(), device=device)
+        return torch.as_tensor(read_rows(self.source, r.numpy()), device=device)
 
 @dataclass
 class MinedPairs:
@@ -339,11 +337,8 @@ class ContinuousTargetMiner(Miner):
 # %% ../../nbs/32_metric.miners.ipynb #842ce822
 def _block_loader(source, downsample:int, device):
     "`load(start, stop)` -> float32 [rows, leads, T // downsample] tensor on `device`"
-    get = getattr(source, 'get_batch', None)
     def load(i0, i1):
-        x = get(np.arange(i0, i1)) if get is not None else source[i0:i1]
-        x = x if isinstance(x, Tensor) else torch.from_numpy(np.array(x, dtype=np.float32))   # a copy of the block
-        x = x.to(device, torch.float32)
+        x = torch.as_tensor(read_rows(source, np.arange(i0, i1))).to(device, torch.float32)   # a copy of the block
         return F.avg_pool1d(x, downsample, downsample) if downsample > 1 else x
     return load
 
