@@ -4,15 +4,15 @@
 
 # %% ../nbs/42_distributed.ipynb #09c400af
 from __future__ import annotations
-import os
+import atexit, os
 import torch, torch.distributed as dist
 from torch import nn, Tensor
 from .core import BatchInfo, get_device
 from .learner import rank_world, unwrap_model
 
 # %% auto #0
-__all__ = ['launched_world_size', 'init_distributed', 'merge_batches', 'gather_batch', 'GatherLoss', 'distributed_trainer',
-           'distribute']
+__all__ = ['launched_world_size', 'init_distributed', 'leave_distributed', 'merge_batches', 'gather_batch', 'GatherLoss',
+           'distributed_trainer', 'distribute']
 
 # %% ../nbs/42_distributed.ipynb #b8ba1005
 def launched_world_size() -> int:
@@ -27,8 +27,16 @@ def init_distributed(device=None # 'cpu', 'cuda', ... (default: `get_device()`);
     if dev.type == 'cuda':
         dev = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)) if dev.index is None else dev.index)
         torch.cuda.set_device(dev)
-    if not dist.is_initialized(): dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
+    if not dist.is_initialized():
+        dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
+        atexit.register(leave_distributed)   # the group this call created is left in order when the process ends
     return dev
+
+def leave_distributed():
+    "Leave the process group together (barrier, then destroy): processes that exit at different moments otherwise abort in teardown"
+    if not dist.is_initialized(): return
+    try: dist.barrier()
+    finally: dist.destroy_process_group()
 
 # %% ../nbs/42_distributed.ipynb #229d87ab
 _ROW_FIELDS = ('labels', 'record_ids', 'patient_ids', 'view_ids')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_learner.ipynb #a8065ce4
 from __future__ import annotations
-import pickle, random, time
+import random, time, warnings
 from pathlib import Path
 import numpy as np, torch
 from torch import nn
@@ -12,13 +12,14 @@ from fastai.callback.core import Callback
 from fastai.learner import Learner, ValueMetric
 from fastai.optimizer import Adam
 import fastai.callback.schedule  # noqa: F401 -- patches Learner.fit_one_cycle and lr_find
-from .core import BatchInfo, atomic_write, make_generator
+from .core import BatchInfo, make_generator
+from .models.io import CheckpointError, read_checkpoint, save_checkpoint
 from .views import flatten_views
 
 # %% auto #0
-__all__ = ['rank_world', 'unwrap_model', 'MetricLearningCallback', 'knn_auroc', 'KNNProbe', 'save_checkpoint', 'CheckpointError',
-           'load_checkpoint', 'EpochStats', 'Checkpoint', 'EpochLog', 'restore', 'FP32Loss', 'AccumulateGradients',
-           'dml_learner', 'MiningDiagnostics', 'StepTimer']
+__all__ = ['rank_world', 'unwrap_model', 'MetricLearningCallback', 'knn_auroc', 'KNNProbe', 'EpochStats', 'Checkpoint',
+           'EpochLog', 'restore', 'load_checkpoint', 'FP32Loss', 'AccumulateGradients', 'dml_learner',
+           'MiningDiagnostics', 'StepTimer', 'save_checkpoint', 'CheckpointError']
 
 # %% ../nbs/40_learner.ipynb #5740b177
 def _seed_of(*ints) -> int:
@@ -123,38 +124,6 @@ def _set_rng_state(st:dict):
     np.random.set_state(('MT19937', st['numpy'].numpy().astype(np.uint32), int(st['numpy_pos'])))
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
 
-def _plain(o):
-    "`o` with containers made plain (fastcore `L`, tuples -> lists) and NumPy scalars -> Python numbers"
-    if isinstance(o, torch.Tensor): return o
-    if isinstance(o, dict): return {k: _plain(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)) or type(o).__name__ == 'L': return [_plain(v) for v in o]
-    if isinstance(o, np.generic): return o.item()
-    return o
-
-def save_checkpoint(path:str|Path, state:dict):
-    "`torch.save(state)` to `path` atomically (temporary file, fsync, rename); containers made weights-only safe"
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    state = _plain(state)
-    atomic_write(path, lambda f: torch.save(state, f))
-
-class CheckpointError(Exception):
-    "A checkpoint that is missing, corrupt, or not a safe ecg_dml checkpoint (it needs code to be unpickled)"
-
-def load_checkpoint(path:str|Path, map_location='cpu') -> dict:
-    "A checkpoint written by `save_checkpoint`, read with weights-only deserialisation; `CheckpointError` otherwise"
-    path = Path(path)
-    if not path.is_file(): raise CheckpointError(f'{path}: no such checkpoint file')
-    try: return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:   # torch's text suggests weights_only=False: never for a file you did not make
-        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-        why = next((l for l in lines if l.startswith('WeightsUnpickler error')), lines[-1] if lines else type(e).__name__)
-        raise CheckpointError(f'{path}: not a safe ecg_dml checkpoint — weights-only loading refused it ({why[:200]}). '
-                              'ecg_dml checkpoints hold only tensors and plain containers; do not load this file with '
-                              'torch.load(weights_only=False) unless you made it yourself: that would run the code it '
-                              'carries.') from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f'{path}: corrupt or truncated checkpoint ({type(e).__name__}: {str(e)[:200]})') from None
-
 class EpochStats(Callback):
     "`learn.epoch_row`: the mean training loss of the epoch, then the Recorder's validation loss and metrics; `None` for an epoch skipped on resume or run by `lr_find`"
     order = 52   # after the Recorder (50) has the epoch's values
@@ -210,6 +179,15 @@ def restore(learn:Learner, ckpt:dict):
     for cb in learn.cbs:
         if isinstance(cb, Checkpoint): cb.history = [dict(r) for r in ckpt['history']]
     _set_rng_state(ckpt['rng'])
+
+# %% ../nbs/40_learner.ipynb #90acaeee
+_all_ = ['save_checkpoint', 'CheckpointError']   # defined in ecg_dml.models.io, importable from here as before
+
+def load_checkpoint(path:str|Path, map_location='cpu') -> dict:
+    "Deprecated: `ecg_dml.models.io.read_checkpoint(path, map_location)`"
+    warnings.warn('ecg_dml.learner.load_checkpoint is deprecated: use ecg_dml.models.io.read_checkpoint',
+                  DeprecationWarning, stacklevel=2)
+    return read_checkpoint(path, map_location)
 
 # %% ../nbs/40_learner.ipynb #1344ee44
 from fastai.callback.tracker import TerminateOnNaNCallback

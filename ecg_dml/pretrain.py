@@ -7,22 +7,22 @@ from __future__ import annotations
 import ast, hashlib, json, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
-from torch import nn
 from fastcore.script import call_parse
-from .core import get_device, read_rows, set_seed
+from .core import read_rows, set_seed
 from .data.ptbxl import fold_split, patient_split, SUPERCLASSES
 from .data.sources import open_ecgs
 from .data.loaders import ecg_dls
 from .models.heads import EmbeddingModel, create_encoder
+from .models.io import load_encoder, read_checkpoint, save_encoder
 from .metric.miners import RecordLookup
 from .methods import METHODS, Method, Setup, get_method, register_method
-from .learner import dml_learner, KNNProbe, MiningDiagnostics, load_checkpoint, restore, rank_world
+from .learner import dml_learner, KNNProbe, MiningDiagnostics, restore, rank_world
 from .distributed import init_distributed, distribute
 import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['resolve_data', 'pretrain_split', 'purity_labels', 'RunExistsError', 'pretrain', 'save_encoder', 'load_encoder',
-           'plot_log', 'ecg_dml_pretrain']
+__all__ = ['resolve_data', 'pretrain_split', 'purity_labels', 'RunExistsError', 'pretrain', 'plot_log', 'ecg_dml_pretrain',
+           'save_encoder', 'load_encoder']
 
 # %% ../nbs/41_pretrain.ipynb #58db3630
 def resolve_data(data, out:Path, fs:float=100, seconds:float=10, n_workers:int|None=None, progress:bool=True,
@@ -164,7 +164,7 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
         learn.logger = lambda *a, **k: None
     start = 0
     if resume and (out/'checkpoint.pth').exists():
-        ck = load_checkpoint(out/'checkpoint.pth', map_location=device)
+        ck = read_checkpoint(out/'checkpoint.pth', map_location=device)
         if ck['config'] != json.loads(json.dumps(cfg)):
             raise ValueError(f'{out}/checkpoint.pth was written by another configuration: {ck["config"]}')
         restore(learn, ck); start = ck['epoch'] + 1
@@ -173,27 +173,11 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
     elif (out/'log.csv').exists() and not rank: (out/'log.csv').unlink()
     if fit and start < epochs:
         learn.fit_one_cycle(epochs, lr, wd=wd, start_epoch=start)
-    if fit and not rank: save_encoder(learn, out/'encoder.pth')
+    if fit and not rank: save_encoder(learn, out/'encoder.pth', cfg)
     return learn
 
 # %% ../nbs/41_pretrain.ipynb #b7ca4f11
-def save_encoder(learn, path:str|Path):
-    "Save `learn.model.encoder`'s weights with the run configuration (atomically, weights-only loadable)"
-    from ecg_dml.learner import save_checkpoint
-    save_checkpoint(path, {'encoder': learn.model.encoder.state_dict(), 'config': learn.pretrain_config})
-
-def load_encoder(path:str|Path, # `encoder.pth` or `checkpoint.pth` of a run (or the run folder)
-                 device=None) -> tuple[nn.Module, dict]:
-    "The pretrained encoder (eval mode) and its configuration"
-    path = Path(path)
-    if path.is_dir(): path = path/'encoder.pth' if (path/'encoder.pth').exists() else path/'checkpoint.pth'
-    ck = load_checkpoint(path)
-    cfg = ck['config']
-    sd = ck['encoder'] if 'encoder' in ck else {k[len('encoder.'):]: v for k, v in ck['model'].items()
-                                                 if k.startswith('encoder.')}
-    enc = create_encoder(cfg['encoder'], n_leads=cfg['n_leads'], **cfg.get('encoder_kw', {}))
-    enc.load_state_dict(sd)
-    return enc.to(get_device(device)).eval(), cfg
+_all_ = ['save_encoder', 'load_encoder']   # defined in ecg_dml.models.io, importable from here as before
 
 # %% ../nbs/41_pretrain.ipynb #e3252758
 import matplotlib.pyplot as plt
@@ -260,4 +244,4 @@ def ecg_dml_pretrain(
     if log.purity.notna().any():
         print(f'  positive purity (label agreement of mined positives, last epoch): {log.purity.iloc[-1]:.3f} '
               f'vs {log.purity_chance.iloc[-1]:.3f} for random pairs of the same batches')
-    print(f'  encoder saved to {Path(out)/"encoder.pth"}  (load it with ecg_dml.pretrain.load_encoder)')
+    print(f'  encoder saved to {Path(out)/"encoder.pth"}  (load it with ecg_dml.models.load_encoder)')

@@ -1,5 +1,5 @@
 "Evaluation: embeddings with ids, folds, nested label fractions, probes and trained protocols, evaluate(), subgroups, CLI"
-import os, subprocess, sys, types
+import os, subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 from sklearn.metrics import mean_absolute_error, roc_auc_score
@@ -198,17 +198,16 @@ def test_evaluate_module_and_random_twin_full_grid(sample_store, tmp_path):
             'embedding_map_module.png', 'results.csv', 'subgroups.csv'} <= names
     assert all(f.stat().st_size > 0 for f in files)
 
-def test_encoder_resolution_and_checkpoint_hook(monkeypatch, tmp_path):
+def test_encoder_resolution_and_encoder_files(monkeypatch, tmp_path):
+    from ecg_dml.models.io import CheckpointError, save_encoder
     with pytest.raises(EvaluateError, match='neither a registered encoder'): resolve_encoder(str(tmp_path/'none.pt'))
-    ck = tmp_path/'run7.pt'; ck.write_bytes(b'x')
-    monkeypatch.setitem(sys.modules, 'ecg_dml.pretrain', None)                  # an installation without pretraining
-    with pytest.raises(EvaluateError, match='ecg_dml.pretrain.load_encoder'): resolve_encoder(ck)
-    fake = types.ModuleType('ecg_dml.pretrain')
-    fake.load_encoder = lambda path: (create_encoder('resnet1d18', **SMALL),
-                                      {'encoder': 'resnet1d18', 'n_leads': 12, 'encoder_kw': SMALL, 'fs': 100.0})
-    monkeypatch.setitem(sys.modules, 'ecg_dml.pretrain', fake)
+    monkeypatch.setitem(sys.modules, 'ecg_dml.pretrain', None)    # reading an encoder file needs no training stack
+    cfg = {'encoder': 'resnet1d18', 'n_leads': 12, 'encoder_kw': SMALL, 'fs': 100.0}
+    ck = save_encoder(create_encoder('resnet1d18', **SMALL), tmp_path/'run7.pt', cfg)
     label, enc, factory, cfg = resolve_encoder(ck)
     assert label == 'run7' and enc.n_features == 32 and cfg['fs'] == 100
+    (tmp_path/'junk.pt').write_bytes(b'x')
+    with pytest.raises(CheckpointError, match='junk.pt: '): resolve_encoder(tmp_path/'junk.pt')
     r = factory(0)
     assert [p.shape for p in r.parameters()] == [p.shape for p in enc.parameters()]
     assert not torch.equal(next(r.parameters()), next(enc.parameters()))

@@ -2,8 +2,7 @@
 import signal, subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
-from ecg_dml.learner import load_checkpoint
-from ecg_dml.pretrain import load_encoder
+from ecg_dml.models.io import CheckpointError, load_encoder, read_checkpoint
 
 RUN = """
 import sys, numpy as np
@@ -40,10 +39,10 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, method):
     p = _run(tmp_path/'killed', method, 'kill'); p.communicate()
     assert p.returncode == -signal.SIGKILL                   # it really died by SIGKILL, mid-epoch
     ck = tmp_path/'killed'/'checkpoint.pth'
-    assert load_checkpoint(ck)['epoch'] == 0                 # only the first epoch was checkpointed
+    assert read_checkpoint(ck)['epoch'] == 0                 # only the first epoch was checkpointed
     r = _run(tmp_path/'killed', method, 'resume'); out = r.communicate()[0]
     assert r.returncode == 0 and 'resuming' in out, out
-    a, b = load_checkpoint(tmp_path/'ref'/'checkpoint.pth'), load_checkpoint(ck)
+    a, b = read_checkpoint(tmp_path/'ref'/'checkpoint.pth'), read_checkpoint(ck)
     assert a['epoch'] == b['epoch'] == 2
     for k in a['model']: torch.testing.assert_close(a['model'][k], b['model'][k], rtol=1e-5, atol=1e-6)
     la, lb = pd.read_csv(tmp_path/'ref'/'log.csv'), pd.read_csv(tmp_path/'killed'/'log.csv')
@@ -80,8 +79,7 @@ class _Payload:
 
 def test_tampered_or_truncated_checkpoint_is_refused_at_every_entry_point(tmp_path):
     "A checkpoint that needs code to unpickle, or a truncated one: CheckpointError naming the file, never weights_only=False advice"
-    from ecg_dml.learner import CheckpointError
-    from ecg_dml.evaluate.protocols import load_checkpoint as eval_load
+    from ecg_dml.evaluate.protocols import resolve_encoder
     from ecg_dml.pretrain import pretrain
     r = _run(tmp_path/'run'); out = r.communicate()[0]
     assert r.returncode == 0, out
@@ -89,7 +87,7 @@ def test_tampered_or_truncated_checkpoint_is_refused_at_every_entry_point(tmp_pa
     torch.save({**good, 'config': {**good['config'], 'x': _Payload()}}, tmp_path/'run'/'checkpoint.pth')
     torch.save({'encoder': {}, 'config': _Payload()}, tmp_path/'run'/'encoder.pth')
     for f in (lambda: load_encoder(tmp_path/'run'), lambda: load_encoder(tmp_path/'run'/'checkpoint.pth'),
-              lambda: eval_load(tmp_path/'run'/'encoder.pth')):
+              lambda: resolve_encoder(tmp_path/'run'/'encoder.pth')):
         with pytest.raises(CheckpointError, match='not a safe ecg_dml checkpoint') as e: f()
         assert 'torch.load(weights_only=False) unless you made it yourself' in str(e.value) and 'set to `False`' not in str(e.value)
     x = np.random.default_rng(0).normal(0, .1, (40, 12, 500)).astype(np.float32)
@@ -109,7 +107,7 @@ def test_rerun_into_an_existing_run_is_refused_unless_resume_or_overwrite(tmp_pa
     assert (tmp_path/'run'/'checkpoint.pth').read_bytes() == before          # untouched
     pretrain(x, overwrite=True, **{**kw, 'epochs': 2})
     assert 'deleted the previous run' in capsys.readouterr().out
-    assert load_checkpoint(tmp_path/'run'/'checkpoint.pth')['epoch'] == 1 and len(pd.read_csv(tmp_path/'run'/'log.csv')) == 2
+    assert read_checkpoint(tmp_path/'run'/'checkpoint.pth')['epoch'] == 1 and len(pd.read_csv(tmp_path/'run'/'log.csv')) == 2
     exe = Path(sys.executable).parent/'ecg_dml_pretrain'
     r = subprocess.run([str(exe), '--epochs', '1', '--bs', '32', '--method', 'simclr', '--out', str(tmp_path/'cli')], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

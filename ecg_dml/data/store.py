@@ -141,7 +141,7 @@ def _shard_done(dest:Path, k:int, key:str, verify:bool=False) -> dict|None:
     return man
 
 # %% ../../nbs/04_data.store.ipynb #dc77e3f1
-def build_store(source:pd.DataFrame|str|Path, # index of ECGs, one row per record (a `path` column for the default reader); or a WFDB folder / PTB-XL root
+def build_store(source:pd.DataFrame|str|Path, # index of ECGs: one row per record (with a path column for the default reader), or a WFDB folder or PTB-XL root
                 dest:str|Path, # store folder (created; an existing one is resumed)
                 fs:float=100, # sampling rate of the store, Hz
                 seconds:float=10, # length of every stored ECG, s

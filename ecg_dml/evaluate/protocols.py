@@ -10,12 +10,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd, torch
-from torch import nn
+from torch import nn, Tensor
 import matplotlib.pyplot as plt
 from fastai.learner import Learner
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learner.fit_one_cycle)
 from fastai.callback.tracker import TrackerCallback
 from fastai.callback.core import CancelFitException
+from fastai.metrics import AccumMetric, ActivationType
 from fastai.losses import BCEWithLogitsLossFlat, MSELossFlat
 from fastai.torch_core import params
 from fastcore.basics import patch
@@ -26,15 +27,16 @@ from ..data.store import Rows
 from ..data.sources import open_ecgs
 from ..data.loaders import ecg_dls
 from ..models.heads import ENCODERS, TaskHead, TaskModel, create_encoder
+from ..models.io import load_encoder
 from .embed import Embeddings, embed_dataset, plot_embedding_map
 from .metrics import MetricError, bootstrap_metrics, retrieval_metrics, plot_roc_pr
 from .subgroups import subgroups, subgroup_metrics, forest_plot
 
 # %% auto #0
 __all__ = ['TASKS', 'PROTOCOLS', 'FRACTIONS', 'MIN_REGRESSION', 'EvaluateError', 'task_targets', 'cv_splits', 'fraction_order',
-           'label_fractions', 'linear_probe', 'KeepBest', 'seeded', 'fit_model', 'run_protocol', 'load_checkpoint',
-           'random_like', 'resolve_encoder', 'PerLeadEncoder', 'match_leads', 'load_data', 'EvalResults', 'evaluate',
-           'plot_learning_curves', 'load_results', 'merge_results', 'ecg_dml_evaluate']
+           'label_fractions', 'linear_probe', 'KeepBest', 'seeded', 'macro_auroc', 'fit_model', 'run_protocol',
+           'load_checkpoint', 'random_like', 'resolve_encoder', 'PerLeadEncoder', 'match_leads', 'load_data',
+           'EvalResults', 'evaluate', 'plot_learning_curves', 'load_results', 'merge_results', 'ecg_dml_evaluate']
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #a452e0a4
 TASKS = {'superdiagnostic': 'multilabel', 'norm_vs_abnormal': 'binary', 'age': 'regression'}  # task -> kind
@@ -66,17 +68,28 @@ def task_targets(meta:pd.DataFrame, # one row per record: `superdiagnostic` (lis
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #d540a9be
 def cv_splits(folds, # fold number per row (PTB-XL's strat_fold)
-              cv:str='strat_folds', # 'strat_folds' (each fold tests once) or 'standard' (1-8 / 9 / 10)
-              test_folds:Sequence[int]|None=None # run only these test folds (default: all)
+              cv:str='strat_folds', # 'strat_folds' (each fold tests once), 'standard' (1-8 / 9 / 10) or 'holdout' (see below)
+              test_folds:Sequence[int]|None=None, # run only these test folds (default: all); 'holdout': the one test set
+              valid_folds:Sequence[int]|None=None # 'holdout': the folds that validate (default: the largest other fold)
              ) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     "`(test_fold, train_rows, valid_rows, test_rows)` per split, rows as positions in `folds`"
     f = np.asarray(folds)
+    if cv == 'holdout':   # one split: `test_folds` together test, `valid_folds` validate, the rest train
+        if not test_folds: raise EvaluateError("cv='holdout' needs test_folds: the folds that together form the test set")
+        rest = [k for k in sorted(np.unique(f).tolist()) if k not in set(test_folds)]
+        vf = list(valid_folds) if valid_folds is not None else rest[-1:]
+        if set(vf) & set(test_folds): raise EvaluateError(f'valid_folds {vf} overlap test_folds {list(test_folds)}')
+        te, va = np.isin(f, list(test_folds)), np.isin(f, vf)
+        out = [(int(min(test_folds)), np.flatnonzero(~te & ~va), np.flatnonzero(va), np.flatnonzero(te))]
+        if not len(out[0][1]) or not len(out[0][3]): raise EvaluateError(f'holdout split {test_folds}: no test or no training records')
+        return out
+    if valid_folds is not None: raise EvaluateError(f"valid_folds applies to cv='holdout', not {cv!r}")
     if cv == 'standard': plan = [(10, 9)]
     elif cv == 'strat_folds':
         ks = sorted(np.unique(f).tolist())
         if len(ks) < 3: raise EvaluateError(f'strat_folds cross-validation needs >= 3 folds, the data have {ks}')
         plan = [(k, ks[(i + 1) % len(ks)]) for i, k in enumerate(ks)]
-    else: raise EvaluateError(f"cv must be 'strat_folds' or 'standard', not {cv!r}")
+    else: raise EvaluateError(f"cv must be 'strat_folds', 'standard' or 'holdout', not {cv!r}")
     if test_folds is not None: plan = [(k, v) for k, v in plan if k in set(test_folds)]
     out = [(int(k), np.flatnonzero((f != k) & (f != v)), np.flatnonzero(f == v), np.flatnonzero(f == k)) for k, v in plan]
     empty = [k for k, tr, va, te in out if len(te) == 0 or len(tr) == 0]
@@ -195,6 +208,24 @@ def seeded(seed:int, device=None):
 
 def _encoder_head_splitter(m): return [params(m.encoder), params(m.head)]
 
+def macro_auroc(preds:Tensor, targs:Tensor) -> float:
+    "Mean AUROC over the target columns that hold both classes (NaN when none does): a validation metric that never fails"
+    from sklearn.metrics import roc_auc_score
+    p, t = preds.detach().float().cpu().numpy(), targs.detach().cpu().numpy()
+    p, t = p.reshape(len(p), -1), t.reshape(len(t), -1)
+    ok = [c for c in range(t.shape[1]) if 0 < t[:, c].sum() < len(t)]
+    return float(np.mean([roc_auc_score(t[:, c], p[:, c]) for c in ok])) if ok else float('nan')
+
+def _history(learn:Learner) -> pd.DataFrame:
+    "One row per epoch run: losses, the validation AUROC, and which epoch early stopping kept"
+    names = [n for n in learn.recorder.metric_names[1:] if n != 'time']
+    h = pd.DataFrame([list(v) + [np.nan] * (len(names) - len(v)) for v in learn.recorder.values], columns=names)
+    h = h.rename(columns={'macro_auroc': 'valid_auroc'}).reindex(columns=['train_loss', 'valid_loss', 'valid_auroc'])
+    h.insert(0, 'epoch', np.arange(len(h)))
+    vl = h.valid_loss.to_numpy(float)
+    h['best'] = np.arange(len(h)) == (int(np.nanargmin(vl)) if np.isfinite(vl).any() else len(h) - 1)
+    return h
+
 def fit_model(model:nn.Module, # maps inputs [B, ...] -> [B, C]
               x, # inputs: an `ECGStore`, or an array [N, ...] (signals or features)
               y, # targets [N, C] float32 (regression targets standardised)
@@ -213,10 +244,13 @@ def fit_model(model:nn.Module, # maps inputs [B, ...] -> [B, C]
     dls = ecg_dls(x, np.asarray(y, np.float32), split=(tr, va), bs=min(bs, len(tr)), seed=seed, device=device)
     loss = MSELossFlat() if kind == 'regression' else BCEWithLogitsLossFlat()
     cbs = [KeepBest(patience=patience)] if len(va) else []
-    learn = Learner(dls, model, loss_func=loss, splitter=splitter or (lambda m: [list(m.parameters())]), wd=wd, cbs=cbs)
+    metrics = [AccumMetric(macro_auroc, activation=ActivationType.Sigmoid, flatten=False)] if kind != 'regression' and len(va) else []
+    learn = Learner(dls, model, loss_func=loss, splitter=splitter or (lambda m: [list(m.parameters())]), wd=wd, cbs=cbs,
+                    metrics=metrics)
     with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*(tracker|Could not run).*')
         learn.fit_one_cycle(epochs, lr_max=lr)
+    learn.history = _history(learn)
     return learn
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #261a2be8
@@ -232,7 +266,8 @@ def run_protocol(protocol:str, # one of `PROTOCOLS`
                  encoder:nn.Module|None=None, # the encoder to finetune, or a fresh one for scratch
                  seed:int=0, epochs:int=5, bs:int=64, lr:float=1e-3, lr_div:float=10, patience:int=2,
                  mlp_epochs:int=30, mlp_lr:float=1e-2, # the frozen-feature MLP's own (cheap) schedule
-                 device=None, probe_kw:dict|None=None
+                 device=None, probe_kw:dict|None=None,
+                 history:list|None=None # the fit's per-epoch table (`fit_model`'s `history`) is appended here
                 ) -> np.ndarray:
     "Predictions `[len(test_rows), C]` (probabilities, or values in the target's units) of one protocol run"
     y = np.asarray(y, np.float32)
@@ -243,25 +278,23 @@ def run_protocol(protocol:str, # one of `PROTOCOLS`
     with seeded(seed, device):
         if protocol == 'frozen_mlp':
             x, model = features, TaskHead(features.shape[1], y.shape[1])
-            fit_model(model, x, yt, train_rows, valid_rows, lr=mlp_lr, epochs=mlp_epochs, patience=max(patience, 5), **kw)
+            learn = fit_model(model, x, yt, train_rows, valid_rows, lr=mlp_lr, epochs=mlp_epochs, patience=max(patience, 5), **kw)
         else:
             if encoder is None: raise EvaluateError(f'protocol {protocol!r} needs an encoder')
             x = signals
             model = TaskModel(copy.deepcopy(encoder) if protocol == 'finetune' else encoder, y.shape[1])
             disc = protocol == 'finetune'
-            fit_model(model, x, yt, train_rows, valid_rows, lr=slice(lr / lr_div, lr) if disc else lr, epochs=epochs,
-                      patience=patience, splitter=_encoder_head_splitter if disc else None, **kw)
+            learn = fit_model(model, x, yt, train_rows, valid_rows, lr=slice(lr / lr_div, lr) if disc else lr, epochs=epochs,
+                              patience=patience, splitter=_encoder_head_splitter if disc else None, **kw)
+    if history is not None: history.append(learn.history)
     out = embed_dataset(model, x, rows=test_rows, bs=max(bs, 256), device=device).values
     return back(out) if kind == 'regression' else 1 / (1 + np.exp(-out))
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #545b3b40
 def load_checkpoint(path:str|Path) -> tuple[nn.Module, dict]:
-    "`(encoder, config)` from a pretraining checkpoint via `ecg_dml.pretrain.load_encoder`"
-    try: from ecg_dml.pretrain import load_encoder
-    except ImportError as e:
-        if e.name not in ('ecg_dml.pretrain', 'ecg_dml'): raise
-        raise EvaluateError(f'{path}: reading checkpoints needs ecg_dml.pretrain.load_encoder, which this installation '
-                            'does not have; pass the encoder as an nn.Module or a registered encoder name instead') from e
+    "Deprecated: `ecg_dml.models.io.load_encoder(path)`"
+    warnings.warn('ecg_dml.evaluate.protocols.load_checkpoint is deprecated: use ecg_dml.models.io.load_encoder',
+                  DeprecationWarning, stacklevel=2)
     return load_encoder(path)
 
 def random_like(module:nn.Module, seed:int=0) -> nn.Module:
@@ -284,11 +317,12 @@ def resolve_encoder(spec, # registered name, checkpoint path or nn.Module
         p = Path(spec)
         if not p.exists():
             raise EvaluateError(f'{spec!r} is neither a registered encoder ({", ".join(sorted(ENCODERS))}) nor a checkpoint')
-        enc, cfg = load_checkpoint(p)
+        enc, cfg = load_encoder(p)
         label = name or (p.name if p.is_dir() else p.parent.name if p.stem in ('encoder', 'checkpoint') else p.stem)
         arch = arch or cfg.get('encoder')
         kw = kw or {'n_leads': cfg.get('n_leads', 12), **(cfg.get('encoder_kw') or cfg.get('encoder_kwargs') or {})}
     elif isinstance(spec, nn.Module): label, enc = name or 'pretrained', spec
+    elif isinstance(spec, Embeddings): return name or str(spec.info.get('features', 'features')), spec, None, {}
     else: raise EvaluateError(f'cannot use {type(spec).__name__} as an encoder: pass a name, a checkpoint path or a module')
     if enc is not None and hasattr(enc, 'encoder') and hasattr(enc, 'head'): enc = enc.encoder
     def factory(seed:int) -> nn.Module:
@@ -365,6 +399,7 @@ class EvalResults:
     embeddings: dict = field(default_factory=dict)   # (encoder, seed) -> Embeddings
     config: dict = field(default_factory=dict)
     meta: pd.DataFrame = field(default_factory=pd.DataFrame)  # the records' metadata (ecg_id, labels, age, sex, fold)
+    curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # per epoch of every trained model: losses, validation AUROC, kept epoch
 
     def summary(self, fold:int=0) -> pd.DataFrame:
         "Mean over seeds of the headline metric (macro AUROC / AUROC / MAE) per task, encoder, protocol and fraction"
@@ -384,7 +419,7 @@ def _subgroup_rows(key, meta_rows, y, p, classes, n_boot, seed) -> pd.DataFrame:
         t = subgroup_metrics(y, p, subgroups(meta_rows), kind_metrics, classes, n_boot=n_boot, n_perm=n_boot, seed=seed)
     return t.assign(**key)
 
-def _run_task(task, enc_label, seed, feats, signals, fresh, enc, meta, ids, splits_of, fractions, protocols, kw, n_boot):
+def _run_task(task, enc_label, seed, feats, signals, fresh, enc, meta, ids, splits_of, fractions, protocols, kw, n_boot, curves):
     rows, y, classes, kind = task_targets(meta, task)
     res, preds, pooled = [], [], {}
     for k, tr, va, te in splits_of(rows):
@@ -398,22 +433,24 @@ def _run_task(task, enc_label, seed, feats, signals, fresh, enc, meta, ids, spli
                            'cannot hold a positive and a negative of every class')
                     res.append({**key, 'n_train': n, 'n_test': len(te), 'status': f'undefined: {n} training labels, {why}'})
                     continue
+                hist = []
                 p = run_protocol(proto, kind, y, tr[sub], va, te, features=None if feats is None else feats[rows],
-                                 signals=Rows(signals, rows), seed=seed, **kw,
+                                 signals=Rows(signals, rows), seed=seed, **kw, history=hist,
                                  encoder=enc if proto == 'finetune' else fresh() if proto == 'scratch' else None)
+                curves += [h.assign(**key, n_train=len(sub)) for h in hist]
                 res += _metric_rows(key, y[te], p, classes, n_boot, seed, len(sub))
                 preds.append(_pred_frame(key, ids[rows][te], y[te], p, classes))
                 pooled.setdefault((proto, frac), []).append((te, p, len(sub)))
     return res, preds, pooled, (rows, y, classes, kind)
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #5a753155
-def evaluate(encoder, # registered encoder name (random init only), checkpoint path, nn.Module, or {test fold: one of these}
+def evaluate(encoder, # registered encoder name (random init only), checkpoint path, nn.Module, `Embeddings` (precomputed features), or {test fold: one of these}
              data=None, # anything `open_ecgs` opens (default: the bundled 250-record sample)
              tasks:Sequence[str]=tuple(TASKS), # keys of `TASKS`
              protocols:Sequence[str]=('linear',), # from `PROTOCOLS`
              fractions:Sequence[float]=FRACTIONS, # label fractions
              seeds:Sequence[int]=(0,), # one full repetition per seed
-             cv:str='strat_folds', test_folds:Sequence[int]|None=None, # see `cv_splits`
+             cv:str='strat_folds', test_folds:Sequence[int]|None=None, valid_folds:Sequence[int]|None=None, # see `cv_splits`
              random_init:bool=True, # also evaluate a randomly initialised encoder of the same architecture
              arch:str|None=None, encoder_kwargs:dict|None=None, name:str|None=None, # see `resolve_encoder`
              epochs:int=5, bs:int=64, lr:float=1e-3, lr_div:float=10, patience:int=2, # finetune / scratch
@@ -442,21 +479,27 @@ def evaluate(encoder, # registered encoder name (random init only), checkpoint p
     ids = meta['ecg_id'].to_numpy() if 'ecg_id' in meta else np.arange(len(meta))
     label, enc, factory0, ck_cfg = resolve_encoder(encoder, arch, encoder_kwargs, name)
     n_leads = signals.shape[1]
-    enc, factory = match_leads(enc, n_leads), lambda s: match_leads(factory0(s), n_leads)
+    if isinstance(enc, Embeddings):   # precomputed features: judged by the protocols that read features only
+        if random_init: raise EvaluateError('precomputed features have no random-init twin: pass random_init=False')
+        if set(protocols) - {'linear', 'frozen_mlp'}: raise EvaluateError(f'precomputed features support the linear and frozen_mlp protocols, not {protocols}')
+        factory = None
+    else: enc, factory = match_leads(enc, n_leads), lambda s: match_leads(factory0(s), n_leads)
     if 'fs' in ck_cfg and getattr(signals, 'fs', ck_cfg['fs']) != ck_cfg['fs']:
         warnings.warn(f"the encoder was pretrained at {ck_cfg['fs']:g} Hz, the data are at {signals.fs:g} Hz")
     encs = ([(label, enc)] if enc is not None else []) + ([('random-init', None)] if random_init or enc is None else [])
     if enc is None and 'finetune' in protocols: warnings.warn("finetune needs a given encoder: for a random-init one it is 'scratch'")
-    splits_of = lambda rows: cv_splits(meta['strat_fold'].to_numpy()[rows], cv, test_folds)
+    splits_of = lambda rows: cv_splits(meta['strat_fold'].to_numpy()[rows], cv, test_folds, valid_folds)
     kw = dict(epochs=epochs, bs=bs, lr=lr, lr_div=lr_div, patience=patience, mlp_epochs=mlp_epochs, mlp_lr=mlp_lr,
               device=device, probe_kw=probe_kw)
-    res, preds, subs, embs = [], [], [], {}
+    res, preds, subs, embs, curves = [], [], [], {}, []
     for enc_label, given in encs:
         plan = _plan(enc_label, protocols)
         for seed in seeds:
             model = given if given is not None else factory(seed)
             need_feats = retrieval or any(p in ('linear', 'frozen_mlp') for p in plan)
-            if need_feats:
+            if need_feats and isinstance(given, Embeddings):
+                embs[(enc_label, seed)] = Embeddings(ids, given.loc(ids), {**given.info, 'encoder': enc_label, 'seed': seed})
+            elif need_feats:
                 cached = embs.get((enc_label, seeds[0])) if given is not None else None
                 embs[(enc_label, seed)] = cached if cached is not None else embed_dataset(
                     model, signals, ids=ids, bs=embed_bs, device=device, info={'encoder': enc_label, 'seed': seed})
@@ -464,7 +507,7 @@ def evaluate(encoder, # registered encoder name (random init only), checkpoint p
             for task in tasks:
                 if verbose: print(f'{enc_label} | seed {seed} | {task} | {", ".join(plan)}', flush=True)
                 r, p, pooled, (rows, y, classes, kind) = _run_task(task, enc_label, seed, feats, signals,
-                    lambda: factory(seed), model, meta, ids, splits_of, fractions, plan, kw, n_boot)
+                    lambda: factory(seed), model, meta, ids, splits_of, fractions, plan, kw, n_boot, curves)
                 res += r; preds += p
                 for (proto, frac), parts in pooled.items():
                     te = np.concatenate([t for t, _, _ in parts]); pp = np.concatenate([q for _, q, _ in parts])
@@ -478,12 +521,14 @@ def evaluate(encoder, # registered encoder name (random init only), checkpoint p
     if len(many): warnings.warn(f'{len(many)} of {len(results)} result rows skipped > 10 % of their bootstrap resamples '
                                 f'(a class absent from the resample; small test folds): see the n_skipped column')
     cfg = dict(encoder=str(label or encoder), tasks=list(tasks), protocols=list(protocols), fractions=list(fractions),
-               seeds=list(seeds), cv=cv, test_folds=None if test_folds is None else list(test_folds), epochs=epochs,
+               seeds=list(seeds), cv=cv, test_folds=None if test_folds is None else list(test_folds),
+               valid_folds=None if valid_folds is None else list(valid_folds), epochs=epochs,
                bs=bs, lr=lr, lr_div=lr_div, patience=patience, mlp_epochs=mlp_epochs, mlp_lr=mlp_lr, n_boot=n_boot,
                retrieval=retrieval, subgroup_fraction=subgroup_fraction, n_records=len(meta))
     return EvalResults(results, pd.concat(preds, ignore_index=True) if preds else pd.DataFrame(),
                        pd.concat(subs, ignore_index=True) if subs else pd.DataFrame(), embs, cfg,
-                       meta.reindex(columns=['ecg_id', 'patient_id', 'age', 'sex', 'strat_fold', 'superdiagnostic']))
+                       meta.reindex(columns=['ecg_id', 'patient_id', 'age', 'sex', 'strat_fold', 'superdiagnostic']),
+                       pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #dd1488d4
 def plot_learning_curves(results:pd.DataFrame, # `EvalResults.results`
@@ -545,7 +590,7 @@ def save(self:EvalResults, out:str|Path, plots:bool=True,
         ) -> list[Path]:
     "Write results/predictions/subgroups/meta CSVs, config.json, features (.npz) and, with `plots`, PNGs into `out`"
     out = Path(out); out.mkdir(parents=True, exist_ok=True); files = []
-    for name in ('results', 'predictions', 'subgroups', 'meta'):
+    for name in ('results', 'predictions', 'subgroups', 'meta', 'curves'):
         getattr(self, name).to_csv(out/f'{name}.csv', index=False); files.append(out/f'{name}.csv')
     (out/'config.json').write_text(json.dumps(self.config, indent=1, default=str)); files.append(out/'config.json')
     if features:
@@ -581,7 +626,7 @@ def load_results(folder:str|Path # written by `EvalResults.save`
     for p in sorted(f.glob('features_*.npz')):
         e = Embeddings.load(p); embs[(e.info.get('encoder'), int(e.info.get('seed', 0)))] = e
     return EvalResults(_read_csv(f/'results.csv'), _read_csv(f/'predictions.csv'), _read_csv(f/'subgroups.csv'), embs,
-                       json.loads((f/'config.json').read_text()), _read_csv(f/'meta.csv'))
+                       json.loads((f/'config.json').read_text()), _read_csv(f/'meta.csv'), _read_csv(f/'curves.csv'))
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #f4ce3c32
 def _oof_embeddings(parts, meta) -> dict:
@@ -634,8 +679,10 @@ def merge_results(parts:Sequence[EvalResults], # evaluations of disjoint test fo
                     res.append(pd.DataFrame(_retrieval_rows(enc, seed, task, e.loc(meta.ecg_id.to_numpy()[rows][keep]),
                                                             y[keep], classes, n_boot)))
     cfg['test_folds'], cfg['subgroup_fraction'] = sorted(seen), sf
+    curves = [p.curves for p in parts if len(p.curves)]
     return EvalResults(pd.concat(res, ignore_index=True).reindex(columns=_COLS), preds.reset_index(drop=True),
-                       pd.concat(subs, ignore_index=True) if subs else pd.DataFrame(), embs, cfg, meta)
+                       pd.concat(subs, ignore_index=True) if subs else pd.DataFrame(), embs, cfg, meta,
+                       pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #f4cb1dbd
 def _csv(s, cast=str) -> list|None:
@@ -644,19 +691,21 @@ def _csv(s, cast=str) -> list|None:
 @call_parse
 def ecg_dml_evaluate(
     encoder:str='resnet1d18', # registered encoder name (random init) or checkpoint file
-    data:str=None, # PTB-XL root or store folder (default: the bundled 250-record sample)
+    data:str=None, # PTB-XL root, WFDB folder or store folder (default: the bundled 250-record sample)
     out:str='ecg_dml_eval', # output folder for tables and plots
     tasks:str='superdiagnostic,norm_vs_abnormal,age', # comma-separated tasks
     protocols:str='linear', # comma-separated, from linear,frozen_mlp,finetune,scratch
     fractions:str='0.01,0.05,0.1,0.5,1', # comma-separated label fractions
     seeds:str='0', # comma-separated seeds
-    cv:str='strat_folds', # 'strat_folds' (each fold tests once) or 'standard' (1-8/9/10)
+    cv:str='strat_folds', # 'strat_folds' (each fold tests once), 'standard' (1-8/9/10) or 'holdout' (--test_folds together)
     test_folds:str=None, # comma-separated test folds (default: all)
+    valid_folds:str=None, # cv=holdout: comma-separated validation folds (default: the largest other fold)
     arch:str=None, # architecture of the random-init baseline (default: from the encoder)
     encoder_kwargs:str=None, # JSON dict of encoder keyword arguments, e.g. '{"widths": [16, 32, 64, 128]}'
     random_init:bool_arg=True, # also evaluate the random-init encoder
     fs:float=100, # sampling rate when a PTB-XL root is converted to a store
     seconds:float=10, # ECG length when a PTB-XL root is converted to a store
+    allow_flat:bool_arg=False, # keep records with a constant (empty) lead instead of skipping them
     epochs:int=5, # epochs of the trained protocols
     bs:int=64, # batch size
     lr:float=1e-3, # learning rate (head; the encoder gets lr/10 when finetuning)
@@ -665,9 +714,10 @@ def ecg_dml_evaluate(
     plots:bool_arg=True # write PNG plots
 ):
     "Evaluate an ECG encoder on PTB-XL tasks and write CSV tables and PNG plots into --out"
-    signals, meta = open_ecgs(data, fs=fs, seconds=seconds, progress=False)
+    signals, meta = open_ecgs(data, fs=fs, seconds=seconds, read_kw={'allow_flat': True} if allow_flat else None, progress=False)
     ev = evaluate(encoder, (signals, meta), tasks=_csv(tasks), protocols=_csv(protocols),
                   fractions=_csv(fractions, float), seeds=_csv(seeds, int), cv=cv, test_folds=_csv(test_folds, int),
+                  valid_folds=_csv(valid_folds, int),
                   random_init=random_init, arch=arch, encoder_kwargs=json.loads(encoder_kwargs) if encoder_kwargs else None,
                   epochs=epochs, bs=bs, lr=lr, n_boot=n_boot, device=device)
     files = ev.save(out, plots=plots)
