@@ -4,7 +4,7 @@
 Each name is defined in the submodule it is listed under and imported on first use: `import ecg_dml.data` costs
 nothing, `from ecg_dml.data import open_ecgs` imports `ecg_dml.data.sources` (and what it needs) only."""
 # Hand-written: nbdev generates the submodules from nbs/, never this file (it only creates missing __init__.py).
-from importlib import import_module as _import
+from ecg_dml import _lazy_exports
 
 _FROM = {  # submodule -> the public names it defines
     'sources': ['open_ecgs', 'DataError'],
@@ -14,13 +14,4 @@ _FROM = {  # submodule -> the public names it defines
     'beats':   ['add_beats', 'beat_templates', 'BeatStore'],
     'loaders': ['ecg_dls', 'plot_ecg'],
 }
-__all__ = [name for names in _FROM.values() for name in names]
-_MODULE = {name: mod for mod, names in _FROM.items() for name in names}
-
-def __getattr__(name:str):
-    "Import a public name from its submodule on first use (PEP 562)"
-    if name not in _MODULE: raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-    value = globals()[name] = getattr(_import(f'{__name__}.{_MODULE[name]}'), name)
-    return value
-
-def __dir__(): return sorted({*globals(), *__all__})
+__all__, __getattr__, __dir__ = _lazy_exports(__name__, _FROM)
