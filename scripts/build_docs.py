@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO/'docs'/'_build'
 # Bump when step 1 (execution + nbdev processing) changes, so cached executions are redone.
 EXEC_VERSION = '3'
-# Sidebar sections by the notebooks' tens digit (DESIGN.md's numbering); anything else goes under 'More'.
+# Sidebar sections by the notebooks' tens digit (00-09 data, 10-19 augmentation, ...); anything else goes under 'More'.
 SECTIONS = {0: 'Core and data', 1: 'Augmentations and views', 2: 'Models', 3: 'Metric learning', 4: 'Training',
             5: 'Evaluation', 9: 'Tutorials'}
 
