@@ -352,6 +352,7 @@ def main(argv=None):
     import torch
     torch.set_num_threads(a.threads)
     t_start = time.time()
+    vers = run_versions()   # at the start: the commit of the code that runs
     out = Path(a.out); work = out/'work'
     out.mkdir(parents=True, exist_ok=True); work.mkdir(exist_ok=True)
     (out/'.gitignore').write_text('work/\n')   # checkpoints and per-unit parts stay out of version control
@@ -399,7 +400,7 @@ def main(argv=None):
                pretrain_steps=steps, pretrain_epochs=epochs, estimate_s={k: round(v) for k, v in est.items()},
                stage_seconds=stages, units_run=int((T.status == 'run').sum()), units_skipped=int((T.status != 'run').sum()),
                unit_seconds=T.to_dict('records'), wall_seconds=round(time.time() - t_start, 1),
-               started=time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t_start)), versions=run_versions(),
+               started=time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t_start)), versions=vers,
                synthetic_generation=read_json(work/f'synthetic_{a.synthetic}'/'generation.json') if a.synthetic else None,
                machine=machine(), files=sorted(str(f.relative_to(out)) for f in files))
     # a study may be completed by several invocations (a killed run resumed, seeds or synthetic units added later):
