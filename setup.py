@@ -35,10 +35,10 @@ setuptools.setup(
                 [f'Programming Language :: Python :: {o}'
                  for o in py_versions[py_versions.index(min_python):]],
     url=cfg['git_url'],
-    # namespace discovery also lists the sample-data folders, which setuptools wants declared to ship them
+    # namespace discovery also lists the data folders (sample_data/, pretrained/), which setuptools wants declared to ship them
     packages=setuptools.find_namespace_packages(include=['ecg_dml', 'ecg_dml.*'], exclude=['*.__pycache__']),
     include_package_data=True,
-    package_data={'ecg_dml': ['sample_data/*', 'sample_data/**/*']},
+    package_data={'ecg_dml': ['sample_data/*', 'sample_data/**/*', 'pretrained/*', 'pretrained/**/*']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     python_requires='>=' + min_python,

@@ -23,6 +23,9 @@ def test_wheel_contents(wheel, repo):
     assert len(sample) == len(src_sample) >= 500
     for f in ('ptbxl_database.csv', 'scp_statements.csv', 'LICENSE.txt', 'README.md', 'RECORDS'):
         assert f'ecg_dml/sample_data/ptbxl/{f}' in names
+    src_pretrained = [p for p in (repo/'ecg_dml'/'pretrained').rglob('*') if p.is_file() and '__pycache__' not in p.parts]
+    assert 'ecg_dml/pretrained/README.md' in names                          # the registry of pretrained encoders ships
+    for p in src_pretrained: assert str(p.relative_to(repo)) in names, p   # ... with every encoder folder in it
     meta = [n for n in names if n.endswith('METADATA')][0]
     text = zipfile.ZipFile(wheel).read(meta).decode()
     assert 'Name: ecg-dml' in text and 'Requires-Dist: torch' in text
@@ -43,3 +46,22 @@ def test_installed_wheel_finds_its_sample(wheel, tmp_path):
     n, version = r.stdout.split()
     assert int(n) == 250 and version
     assert (target/'bin'/'ecg_dml_info').exists()
+
+def test_installed_wheel_embeds_a_wfdb_folder(wheel, tmp_path):
+    "the wheel's ecg_dml_embed, away from the source tree, on the 500 Hz records its sample ships (resampled to the model's 100 Hz)"
+    target = tmp_path/'site'
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(target), str(wheel)],
+                   check=True)
+    env = {**os.environ, 'PYTHONPATH': str(target)}
+    code = ("import ecg_dml.models.pretrained as P; from ecg_dml.models import create_encoder, save_encoder; "
+            "assert str(P.pretrained_root()).startswith(%r); print(len(P.list_pretrained())); "
+            "save_encoder(create_encoder('xresnet1d18'), 'run/encoder.pth', "
+            "{'encoder': 'xresnet1d18', 'n_leads': 12, 'fs': 100.0, 'seconds': 10.0})" % str(target))
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    data = target/'ecg_dml'/'sample_data'/'ptbxl'/'records500'
+    r = subprocess.run([str(target/'bin'/'ecg_dml_embed'), str(data), '--model', 'run', '--out', 'emb.csv',
+                        '--device', 'cpu', '--n_workers', '0'], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == f'10 embedded, 0 skipped (reasons in emb.skipped.csv)'
+    assert (tmp_path/'emb.csv').read_text().count('\n') == 11

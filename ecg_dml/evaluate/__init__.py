@@ -1,6 +1,6 @@
 """Judging a representation: `evaluate()` runs the protocols (linear probe, frozen MLP, finetune, scratch) over
 label fractions, seeds and folds beside a random-init baseline, with bootstrap CIs, retrieval and subgroups;
-embeddings and handcrafted ECG features for comparison.
+embeddings and handcrafted ECG features for comparison; `embed_folder`, embeddings of any ECG folder in one call.
 
 Each name is defined in the submodule it is listed under and imported on first use: `import ecg_dml.evaluate` costs
 nothing, `from ecg_dml.evaluate import evaluate` imports `ecg_dml.evaluate.protocols` (and what it needs) only."""
@@ -14,5 +14,6 @@ _FROM = {  # submodule -> the public names it defines
     'metrics':   ['bootstrap_metrics', 'paired_bootstrap', 'retrieval_metrics'],
     'subgroups': ['subgroup_metrics', 'forest_plot'],
     'features':  ['handcrafted_features', 'feature_matrix'],
+    'inference': ['embed_folder', 'write_embeddings'],
 }
 __all__, __getattr__, __dir__ = _lazy_exports(__name__, _FROM)

@@ -11,7 +11,7 @@ import numpy as np, pandas as pd, torch
 from torch import nn
 import matplotlib.pyplot as plt
 from ..core import get_device, read_rows
-from ..models.heads import embed
+from ..models.heads import check_input, embed
 
 # %% auto #0
 __all__ = ['EmbeddingError', 'Embeddings', 'embed_dataset', 'embedding_map', 'plot_embedding_map']
@@ -75,20 +75,30 @@ def embed_dataset(model:nn.Module, # maps [B, leads, T] -> [B, k]: encoder, `Emb
                   bs:int=256, # batch size on the device
                   chunk:int=4096, # rows read from `data` at a time
                   device:str|torch.device|None=None, # `None`: `get_device()`
-                  info:dict|None=None # extra provenance to keep with the result
+                  info:dict|None=None, # extra provenance to keep with the result
+                  config:dict|None=None, # the model's config (`load_encoder`): data of other leads, length or rate is refused
+                  fs:float|None=None, # sampling rate of `data` (default: a store's own `fs`), checked against `config`
+                  progress:bool=False # a progress bar over the chunks
                  ) -> Embeddings:
     "Outputs of `model` for the rows of `data`, with their record ids"
     n = len(data)
+    if config and n:   # a source without `.shape` (e.g. `Rows`) shows its shape in its first row
+        shape = getattr(data, 'shape', None) or (n, *_read(data, [0]).shape[1:])
+        check_input(config, shape, getattr(data, 'fs', None) if fs is None else fs)
     rows = np.arange(n) if rows is None else np.asarray(rows, np.int64)
     ids = _default_ids(data, n) if ids is None else np.asarray(ids)
     if len(ids) != n: raise EmbeddingError(f'{len(ids)} ids for {n} rows of data')
     dev = get_device(device)
-    outs = [embed(model, _read(data, rows[a:a + chunk]), bs=bs, device=dev).numpy() for a in range(0, len(rows), chunk)]
+    starts = range(0, len(rows), chunk)
+    if progress:
+        from fastprogress.fastprogress import progress_bar
+        starts = progress_bar(starts, leave=False)
+    outs = [embed(model, _read(data, rows[a:a + chunk]), bs=bs, device=dev).numpy() for a in starts]
     k = outs[0].shape[1] if outs else 0
     vals = np.concatenate(outs) if outs else np.zeros((0, k), np.float32)
     meta = dict(model=type(model).__name__, n=len(rows), dim=int(vals.shape[1]) if vals.ndim == 2 else 0,
                 device=str(dev), data=str(getattr(data, 'path', type(data).__name__)))
-    return Embeddings(ids[rows], vals.reshape(len(rows), -1), {**meta, **(info or {})})
+    return Embeddings(ids[rows], vals.reshape(len(rows), -1) if len(rows) else vals, {**meta, **(info or {})})   # no rows: [0, 0]
 
 # %% ../../nbs/50_evaluate.embed.ipynb #5eccd9f4
 def _fold_labels(labels, max_classes:int) -> np.ndarray:

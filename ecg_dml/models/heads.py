@@ -15,7 +15,7 @@ from .temporalnet import TemporalNet, DualTemporalNet
 
 # %% auto #0
 __all__ = ['ENCODERS', 'ProjectionHead', 'projection_head', 'L2Norm', 'EmbeddingModel', 'TaskHead', 'TaskModel', 'EncoderError',
-           'register_encoder', 'create_encoder', 'embed']
+           'register_encoder', 'create_encoder', 'InputError', 'check_input', 'embed']
 
 # %% ../../nbs/22_models.heads.ipynb #a9abde77
 def _block_layer(spec, default:Callable[[], nn.Module]) -> nn.Module|None:
@@ -129,12 +129,41 @@ def create_encoder(name:str, # a registered name, see `ENCODERS`
     return enc
 
 # %% ../../nbs/22_models.heads.ipynb #a4c5ead7
+class InputError(ValueError):
+    "ECGs whose leads, length or sampling rate are not those the model was trained on"
+
+def _input_spec(config:dict) -> tuple[int, float|None, int|None]:
+    "(leads, sampling rate, samples) a model of `config` takes; None where the config does not say"
+    n_leads = int(config.get('n_leads', len(config['leads']) if config.get('leads') else 12))
+    fs, secs = config.get('fs'), config.get('seconds')
+    return n_leads, (float(fs) if fs else None), (int(round(float(fs) * float(secs))) if fs and secs else None)
+
+def check_input(config:dict|None, # the model's config (`n_leads`, `fs`, `seconds`); None or {}: nothing is checked
+                shape, # shape of the input: [N, leads, T] or [leads, T]
+                fs:float|None=None # the input's sampling rate; None: unknown (its length is still checked)
+               ):
+    "Raise `InputError` unless ECGs of `shape` sampled at `fs` are what a model of `config` was trained on"
+    if not config: return
+    n_leads, want_fs, n = _input_spec(config)
+    leads, T = (tuple(shape)[-2:] if len(shape) >= 2 else (None, None))
+    bad = (leads != n_leads or (n is not None and T != n)
+           or (fs is not None and want_fs is not None and abs(float(fs) - want_fs) > 1e-6 * want_fs))
+    if not bad: return
+    want = f'[{n_leads} leads, {n} samples] ({float(config["seconds"]):g} s at {want_fs:g} Hz)' if n else f'{n_leads} leads'
+    got = f'[{leads}, {T}]' + (f' at {float(fs):g} Hz' if fs is not None else '')
+    raise InputError(f'the model takes ECGs of {want}; got {got} (input shaped {tuple(shape)}). Resample and crop or '
+                     'pad the ECGs to its rate and length first: embed_folder, and open_ecgs(data, fs=..., seconds=...), '
+                     'do that for files')
+
 def embed(model:nn.Module, # encoder, `EmbeddingModel` or any module mapping [B, ...] -> [B, ...]
           x:torch.Tensor|np.ndarray, # inputs [N, leads, T]
           bs:int=256, # batch size
-          device:str|torch.device|None=None # `None`: the device of the model's parameters
+          device:str|torch.device|None=None, # `None`: the device of the model's parameters
+          config:dict|None=None, # the model's config (from `load_encoder`): input of other leads, length or rate is refused
+          fs:float|None=None # sampling rate of `x`, checked against `config` when both are given
          ) -> torch.Tensor:
     "Outputs of `model` for all of `x`, computed in eval mode without gradients, in batches of `bs`, on the CPU"
+    check_input(config, tuple(x.shape), fs)
     x = torch.as_tensor(x)
     if device is not None: model.to(device)
     p = next(iter(model.parameters()), None)
