@@ -41,7 +41,7 @@ def run_unit(variant:str, seed:int, work:str, epochs:int, threads:int) -> dict:
     "Pretrain (or not), embed, probe: one (variant, seed); writes work/variant/seedN/{probe.npz, done.json}"
     import torch
     torch.set_num_threads(threads)
-    from ecg_dml.core import set_seed
+    from ecg_dml.core import atomic_write, set_seed
     from ecg_dml.data.store import ECGStore
     from ecg_dml.models.heads import create_encoder
     from ecg_dml.pretrain import pretrain
@@ -67,7 +67,7 @@ def run_unit(variant:str, seed:int, work:str, epochs:int, threads:int) -> dict:
     steps = int(np.ceil((_split(meta) == 'train').sum() / BS)) * epochs if VARIANTS[variant] else 0
     done = dict(variant=variant, seed=seed, pretrain_seconds=round(t_pre, 1), total_seconds=round(time.time() - t0, 1),
                 optimizer_steps=steps, n_train=int(len(tr)), n_test=int(len(te)))
-    (d/'done.json').write_text(json.dumps(done))
+    atomic_write(d/'done.json', json.dumps(done))   # the resume marker: never a half-written file
     return done
 
 def report(out:Path, work:Path, variants, seeds, n_boot:int=1000):

@@ -30,9 +30,13 @@ from __future__ import annotations
 import argparse, contextlib, ctypes, gc, io, json, math, os, platform, shlex, shutil, sys, tempfile, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import store_scaling                                                   # noqa: E402  (benchmarks/store_scaling.py)
+from ecg_dml.core import versions
+if __package__:   # python -m benchmarks.perf_report, or imported as benchmarks.perf_report
+    from . import store_scaling
+    from .benchtools import cpu_model, md_table
+else:             # python benchmarks/perf_report.py: Python puts this folder first on sys.path
+    import store_scaling
+    from benchtools import cpu_model, md_table
 
 SECTIONS = ('reading', 'scaling', 'views', 'mining', 'loss', 'step')
 DISTANCES = ('euclidean', 'correlation', 'cosine', 'mae', 'dtw')
@@ -80,21 +84,6 @@ def reset_peak() -> bool:
     with contextlib.suppress(OSError, AttributeError): ctypes.CDLL('libc.so.6').malloc_trim(0)
     try: Path('/proc/self/clear_refs').write_text('5'); return True
     except OSError: return False
-
-def cpu_model() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'): return line.split(':', 1)[1].strip()
-    except OSError: pass
-    return platform.processor() or 'unknown'
-
-def md_table(df:pd.DataFrame, floatfmt:str='{:.3g}') -> str:
-    "A pipe table of df (index included when named), numbers with 3 significant digits"
-    d = df.reset_index() if any(n is not None for n in df.index.names) else df
-    fmt = lambda v: floatfmt.format(v) if isinstance(v, (float, np.floating)) and np.isfinite(v) else ('' if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
-    rows = [[fmt(v) for v in r] for r in d.itertuples(index=False)]
-    head = '| ' + ' | '.join(map(str, d.columns)) + ' |\n|' + '|'.join('---' for _ in d.columns) + '|\n'
-    return head + ''.join('| ' + ' | '.join(r) + ' |\n' for r in rows)
 
 def quiet(fn, *a, **kw):
     "fn(*a, **kw) with its stdout swallowed (build_store prints a report line)"
@@ -482,12 +471,12 @@ def write_report(t:dict, meta:dict, out:Path):
                   md_table(df[[k for k in c if k in df]] if c else df), '']
     (out/'report.md').write_text('\n'.join(lines))
 
-def versions() -> dict:
+def run_versions() -> dict:
+    "`ecg_dml.core.versions()`, plus dtaidistance (the DTW loop reference of the mining section)"
     import importlib.metadata as im
-    v = {'python': platform.python_version()}
-    for p in ('ecg_dml', 'torch', 'numpy', 'pandas', 'wfdb', 'fastai', 'pytorch-metric-learning', 'dtaidistance'):
-        try: v[p] = im.version(p)
-        except im.PackageNotFoundError: v[p] = None
+    v = versions()
+    try: v['dtaidistance'] = im.version('dtaidistance')
+    except im.PackageNotFoundError: v['dtaidistance'] = None
     return v
 
 def main(out='benchmarks/results/perf', quick:bool=False, sections=SECTIONS, threads:int|None=None,
@@ -523,7 +512,7 @@ def main(out='benchmarks/results/perf', quick:bool=False, sections=SECTIONS, thr
     meta = dict(mode='quick' if quick else 'full', command=shlex.join([sys.executable.split('/')[-1]] + sys.argv) if __name__ == '__main__' else f'perf_report.main(quick={quick}, sections={list(sections)})',
                 argv=sys.argv, sections=list(sections), data=f'{data_desc}: {root}',
                 real_ecgs={fs: len(s['store']) for fs, s in stores.items()}, pool_note='batches of 1024 repeat the real ECGs with 0.25 s time shifts when fewer are stored',
-                versions=versions(),
+                versions=run_versions(),
                 machine=dict(cpu_model=cpu_model(), cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
                              platform=platform.platform()),
                 load_before=[round(v, 2) for v in load_before], load_after=[round(v, 2) for v in os.getloadavg()],

@@ -21,7 +21,7 @@ Outputs in --out: results.csv (long format), decisions.csv (+ tables/decisions.m
 with verdicts), vs_baseline.csv, subgroups.csv, gaps.csv, pretrain_curves.csv and fit_curves.csv (learning curves),
 timings.csv, tables/*.md, plots/*.png, run.json (command, settings, versions, wall times, machine), report.md.
 
-Examples:
+Examples (from the repository root; `python -m benchmarks.study ...` is the same):
   python benchmarks/study.py --quick --out /tmp/study_quick        # CI: every table and plot in a few minutes
   python benchmarks/study.py --out benchmarks/results/full --jobs 2 # the full study (prints its plan and estimate)
   python benchmarks/study.py --estimate                             # only print the plan and the estimate
@@ -32,7 +32,12 @@ from __future__ import annotations
 import argparse, contextlib, io, json, os, platform, shlex, subprocess, sys, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
-from study_report import write_report   # this folder is on sys.path when the script runs (python benchmarks/study.py)
+if __package__:   # python -m benchmarks.study, or imported as benchmarks.study (the tests)
+    from .benchtools import cpu_model
+    from .study_report import write_report
+else:             # python benchmarks/study.py: Python puts this folder first on sys.path
+    from benchtools import cpu_model
+    from study_report import write_report
 
 HERE = Path(__file__).resolve().parent
 
@@ -160,8 +165,7 @@ def estimate(a, n_records:int, pre, ev, n_syn:int=0) -> dict:
 def fmt_s(s:float) -> str: return f'{s / 3600:.1f} h' if s >= 5400 else f'{s / 60:.1f} min' if s >= 90 else f'{s:.0f} s'
 
 def machine() -> dict:
-    cpu = next((l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines()
-                if l.startswith('model name')), platform.processor()) if Path('/proc/cpuinfo').exists() else platform.processor()
+    cpu = cpu_model()
     mem = next((int(l.split()[1]) // 1024 for l in Path('/proc/meminfo').read_text().splitlines()
                 if l.startswith('MemTotal')), None) if Path('/proc/meminfo').exists() else None
     return dict(platform=platform.platform(), cpu=cpu, cpu_count=os.cpu_count(), memory_mb=mem,

@@ -8,6 +8,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 from ecg_dml.evaluate.metrics import paired_bootstrap
 from ecg_dml.evaluate.protocols import plot_learning_curves
+if __package__: from .benchtools import md_table   # imported as benchmarks.study_report
+else: from benchtools import md_table               # imported by benchmarks/study.py run as a script
 
 HEADLINE = {'superdiagnostic': ('auroc', 'macro'), 'norm_vs_abnormal': ('auroc', 'abnormal'), 'age': ('mae', 'age')}
 TASK_TITLES = {'superdiagnostic': 'superdiagnostic, macro AUROC', 'norm_vs_abnormal': 'NORM vs abnormal, AUROC',
@@ -163,8 +165,7 @@ def headline_table(L:pd.DataFrame, task:str, methods) -> pd.DataFrame:
             rows.append(r)
     return pd.DataFrame(rows)
 
-def md(df:pd.DataFrame) -> str:
-    return df.to_markdown(index=False, floatfmt='.3f') if len(df) else '_(no rows)_'
+def md(df:pd.DataFrame) -> str: return md_table(df.reset_index(drop=True), floatfmt='.3f')
 
 
 # ---------------------------------------------------------------- plots

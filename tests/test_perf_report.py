@@ -1,7 +1,7 @@
 """The performance report (benchmarks/perf_report.py) in --quick mode: every table, plot and CSV is produced with sane
 contents (positive finite speeds, all batch sizes, agreement with the brute-force loop references), and the loop
 reference helpers catch a wrong miner. Speeds are never compared with thresholds: the machine is shared."""
-import importlib.util, json, subprocess, sys
+import json, subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 
@@ -11,9 +11,8 @@ TABLES = ('reading', 'store_scaling', 'views', 'mining', 'loss', 'step', 'memory
 PLOTS = ('batch_scaling', 'step_breakdown', 'reading', 'store_scaling')
 
 def _module():
-    spec = importlib.util.spec_from_file_location('perf_report', SCRIPT)
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    return mod
+    from benchmarks import perf_report   # pytest.ini: pythonpath = . (the repository root)
+    return perf_report
 
 @pytest.fixture(scope='module')
 def quick(tmp_path_factory):
@@ -25,8 +24,9 @@ def quick(tmp_path_factory):
 
 def positive_finite(s): return bool((np.isfinite(s.astype(float)) & (s.astype(float) > 0)).all())
 
-def test_help():
-    r = subprocess.run([sys.executable, str(SCRIPT), '--help'], capture_output=True, text=True, cwd=REPO)
+@pytest.mark.parametrize('how', [[str(SCRIPT)], ['-m', 'benchmarks.perf_report']])
+def test_help(how):
+    r = subprocess.run([sys.executable, *how, '--help'], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0 and '--quick' in r.stdout and '--out' in r.stdout and 'InputDistanceMiner' in r.stdout
 
 def test_every_file_is_written(quick):
@@ -143,3 +143,13 @@ def test_timeit_and_growth_exponent():
     assert reps == 3 and len(calls) == 4 and s >= 0                    # warm-up + 3 timed calls
     assert pr.growth_exponent([64, 256, 1024], [1, 16, 256]) == pytest.approx(2)
     assert np.isnan(pr.growth_exponent([64, 256], [1, np.nan]))
+
+def test_md_table_and_no_sys_path_edits():
+    "the benchmarks' one Markdown-table helper; and no benchmark script edits sys.path (they import as a package)"
+    from benchmarks.benchtools import md_table
+    df = pd.DataFrame({'a': [1, 2], 'b': [0.12345, np.nan], 'c': ['x|y', None]})
+    assert md_table(df) == '| a | b | c |\n|---|---|---|\n| 1 | 0.123 | x\\|y |\n| 2 |  |  |'
+    assert md_table(df.set_index('a'), floatfmt='.1f').splitlines()[2] == '| 1 | 0.1 | x\\|y |'   # a named index is a column
+    assert md_table(df.iloc[:0]) == '_(no rows)_'
+    for py in sorted((REPO/'benchmarks').glob('*.py')):
+        assert 'sys.path.insert' not in py.read_text() and 'sys.path.append' not in py.read_text(), py.name

@@ -5,7 +5,7 @@ import numpy as np, pytest, wfdb
 from scipy import signal as ss
 from ecg_dml.core import LEADS, LEADS8, sample_dir
 from ecg_dml.data.preprocess import (PreprocessError, PreprocessWarning, resample_factors, resample, bandpass,
-    remove_baseline, notch, standardize, crop_or_pad, select_leads, derive_leads, Compose, preprocess)
+    remove_baseline, notch, standardize, crop_or_pad, select_leads, derive_leads, Preprocessor, preprocess)
 
 def _read(path): return wfdb.rdsamp(str(path))[0].T.astype(np.float32)
 
@@ -168,15 +168,25 @@ def test_inputs_are_never_modified_and_outputs_are_fresh_float32(lr):
             assert np.array_equal(x, before) and not np.shares_memory(x, y)
             assert y.dtype == np.float32 and y.shape[:-2] == x.shape[:-2] and fs in (100, 250)
 
-def test_compose(sample500):
-    pipe = Compose(partial(bandpass, low=0.5, high=100), notch, partial(resample, fs_new=250),
-                   partial(crop_or_pad, seconds=10))
+def test_preprocessor(sample500):
+    pipe = Preprocessor(partial(bandpass, low=0.5, high=100), notch, partial(resample, fs_new=250),
+                        partial(crop_or_pad, seconds=10))
     y, fs = pipe(sample500, 500)
     assert y.shape == (10, 12, 2500) and fs == 250
     step_by_step, f = sample500, 500
     for s in pipe.steps: step_by_step, f = s(step_by_step, f)
     assert np.array_equal(y, step_by_step) and np.array_equal(preprocess(sample500, 500, pipe.steps)[0], y)
-    assert np.array_equal(Compose(pipe, standardize)(sample500, 500)[0], standardize(y, 250)[0])
+    assert np.array_equal(Preprocessor(pipe, standardize)(sample500, 500)[0], standardize(y, 250)[0])
     assert 'resample' in repr(pipe)
-    with pytest.raises(PreprocessError, match='must return'): Compose(lambda x, fs: x)(sample500, 500)
-    with pytest.raises(PreprocessError, match='not callable'): Compose(3)
+    with pytest.raises(PreprocessError, match='must return'): Preprocessor(lambda x, fs: x)(sample500, 500)
+    with pytest.raises(PreprocessError, match='not callable'): Preprocessor(3)
+
+def test_compose_is_a_deprecated_alias(sample500):
+    "the old name `Compose` still imports and works, warning with the new name; a star import leaves it out"
+    import ecg_dml.data.preprocess as P
+    with pytest.warns(DeprecationWarning, match='use Preprocessor'):
+        from ecg_dml.data.preprocess import Compose
+    assert Compose is Preprocessor and 'Compose' not in P.__all__
+    pipe = Compose(partial(resample, fs_new=250))
+    assert np.array_equal(pipe(sample500, 500)[0], resample(sample500, 500, 250)[0])
+    with pytest.raises(AttributeError, match='no attribute'): P.NoSuchName

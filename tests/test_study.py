@@ -3,9 +3,9 @@ import json, os, shutil, subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 
+from benchmarks import study, study_report   # the study's own constants, for the assertions (pytest.ini: pythonpath = .)
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO/'benchmarks'))   # the study's own constants, for the assertions
-import study   # noqa: E402
 
 PLOTS = [f'curves_{t}.png' for t in study.TASKS] + ['pretrain_curves.png', 'fit_curves.png', 'vs_baseline.png']
 TABLES = [f'{t}.md' for t in study.TASKS] + ['decisions.md', 'vs_baseline.md', 'subgroup_gaps.md', 'timings.md']
@@ -22,8 +22,10 @@ def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp('study')/'quick'
     return out, _run(out)
 
-def test_help():
-    r = subprocess.run([sys.executable, str(REPO/'benchmarks'/'study.py'), '--help'], capture_output=True, text=True)
+@pytest.mark.parametrize('how', [['benchmarks/study.py'], ['-m', 'benchmarks.study']])
+def test_help(how):
+    "the study runs as a file and as a module of the package `benchmarks`, from the repository root"
+    r = subprocess.run([sys.executable, *how, '--help'], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0 and '--quick' in r.stdout and '--steps' in r.stdout and 'Resumable' in r.stdout
 
 def test_estimate_prints_the_plan(tmp_path):
@@ -81,8 +83,7 @@ def test_quick_results_sane(quick):
 def test_quick_decisions_and_curves(quick):
     out, _ = quick
     Q = pd.read_csv(out/'decisions.csv')
-    from study_report import QUESTIONS
-    assert list(dict.fromkeys(Q.question)) == [q for q, *_ in QUESTIONS]
+    assert list(dict.fromkeys(Q.question)) == [q for q, *_ in study_report.QUESTIONS]
     assert Q.verdict.str.match(r'^(yes|no|mixed|not measured)').all()
     D = pd.read_csv(out/'decisions_per_seed.csv')
     np.testing.assert_allclose(D['diff'], D.value - D.baseline_value, atol=1e-9)

@@ -40,6 +40,17 @@ def test_sample_scan_and_extensions():
     for p in (SRC, f'{SRC}.hea', f'{SRC}.dat', str(SRC)):
         assert read_record(p).path == str(SRC)
 
+def test_scan_reads_each_header_text_once(monkeypatch):
+    "the default/field checks of a scan share one read of each header's text, with or without decoding the signals"
+    import ecg_dml.data.wfdb as w
+    reads, orig = [], w._header_lines
+    monkeypatch.setattr(w, '_header_lines', lambda p: reads.append(p) or orig(p))
+    for read_signals in (False, True):
+        reads.clear()
+        df = scan_wfdb(sample_dir()/'records500', read_signals=read_signals, progress=False)
+        assert len(df) == 10 and df.error.isna().all() and not df.fs_default.any() and df.gain_default.isna().all()
+        assert sorted(reads) == sorted(map(Path, df.path)), read_signals
+
 # ---------------------------------------------------------------- (b) the wfdb sample corpus
 @pytest.fixture(scope='module')
 def corpus(shared, tmp_path_factory):

@@ -13,7 +13,7 @@ from ..core import LEADS, LEADS8, lead_index
 
 # %% auto #0
 __all__ = ['PreprocessError', 'PreprocessWarning', 'resample_factors', 'resample', 'bandpass', 'remove_baseline', 'notch',
-           'standardize', 'crop_or_pad', 'select_leads', 'derive_leads', 'Compose', 'preprocess']
+           'standardize', 'crop_or_pad', 'select_leads', 'derive_leads', 'Preprocessor', 'preprocess']
 
 # %% ../../nbs/03_data.preprocess.ipynb #7e35c1c9
 class PreprocessError(ValueError):
@@ -160,7 +160,7 @@ def derive_leads(x8:np.ndarray, # signal [..., 8, T] in `LEADS8` order (I, II, V
     return _out(np.concatenate([limb, x8[..., 2:, :]], axis=-2), x8), fs
 
 # %% ../../nbs/03_data.preprocess.ipynb #8a323427
-class Compose:
+class Preprocessor:
     "Chain `(x, fs) -> (x, fs)` steps, applied left to right"
     def __init__(self, *steps:Callable): # each `step(x, fs) -> (x, fs)`
         for s in steps:
@@ -173,11 +173,19 @@ class Compose:
                 raise PreprocessError(f'step {s!r} must return (x, fs), returned {type(out).__name__}')
             x, fs = out
         return x, fs
-    def __repr__(self): return 'Compose(\n' + ''.join(f'  {s!r},\n' for s in self.steps) + ')'
+    def __repr__(self): return 'Preprocessor(\n' + ''.join(f'  {s!r},\n' for s in self.steps) + ')'
 
 def preprocess(x:np.ndarray, # signal [..., leads, T]
                fs:float, # its sampling rate (Hz)
                steps:Sequence[Callable] # `(x, fs) -> (x, fs)` callables, applied in order
               ) -> tuple[np.ndarray, float]:
     "Apply `steps` in order"
-    return Compose(*steps)(x, fs)
+    return Preprocessor(*steps)(x, fs)
+
+def __getattr__(name:str):
+    "The old name `Compose` of `Preprocessor`, with a `DeprecationWarning` (not in `__all__`: a star import skips it)"
+    if name == 'Compose':
+        warnings.warn('ecg_dml.data.preprocess.Compose is deprecated: use Preprocessor (Compose is the augmentation '
+                      'chain of ecg_dml.augment)', DeprecationWarning, stacklevel=2)
+        return Preprocessor
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -15,7 +15,7 @@ from .wfdb import read_record, RecordError
 from .preprocess import resample, crop_or_pad
 
 # %% auto #0
-__all__ = ['STORE_VERSION', 'StoreError', 'StoreConfig', 'encode', 'decode', 'WFDBReader', 'build_store', 'ECGStore', 'Rows',
+__all__ = ['STORE_VERSION', 'StoreError', 'StoreConfig', 'encode', 'decode', 'WFDBReader', 'ECGStore', 'Rows', 'build_store',
            'validate_store']
 
 # %% ../../nbs/04_data.store.ipynb #d38edb33
@@ -120,15 +120,15 @@ def _build_shard(item, dest:Path, cfg:StoreConfig, reader, preprocess, crop) -> 
     atomic_write(shard_dir/f'shard_{k:06d}.json', json.dumps(man))   # the commit point
     return man
 
-def _jsonable(v):
-    return v.item() if isinstance(v, np.generic) else v if isinstance(v, (int, float, str)) else str(v)
-
-# %% ../../nbs/04_data.store.ipynb #3ca39543
 def _rows_key(rows:pd.DataFrame) -> str:
     "What identifies a shard's source rows: their `path`s (else the whole rows)"
     text = '\n'.join(map(str, rows['path'])) if 'path' in rows else rows.to_csv()
     return hashlib.sha1(text.encode()).hexdigest()
 
+def _jsonable(v):
+    return v.item() if isinstance(v, np.generic) else v if isinstance(v, (int, float, str)) else str(v)
+
+# %% ../../nbs/04_data.store.ipynb #3ca39543
 def _shard_done(dest:Path, k:int, key:str, verify:bool=False) -> dict|None:
     "The manifest of shard `k` if it is complete for the source rows `key` names (and, with `verify`, its files match their checksums), else `None`"
     f = dest/'shards'/f'shard_{k:06d}.json'
@@ -139,65 +139,6 @@ def _shard_done(dest:Path, k:int, key:str, verify:bool=False) -> dict|None:
     if not all((dest/'shards'/name).exists() for name in man['files']): return None
     if verify and any(_sha256(dest/'shards'/name) != sha for name, sha in man['files'].items()): return None
     return man
-
-# %% ../../nbs/04_data.store.ipynb #dc77e3f1
-def build_store(source:pd.DataFrame|str|Path, # index of ECGs: one row per record (with a path column for the default reader), or a WFDB folder or PTB-XL root
-                dest:str|Path, # store folder (created; an existing one is resumed)
-                fs:float=100, # sampling rate of the store, Hz
-                seconds:float=10, # length of every stored ECG, s
-                leads:tuple=LEADS, # leads stored, in this order
-                dtype:str='int16', # 'int16' (per-lead gain, exact to < 0.1 uV) or 'float16'
-                shard_size:int=4096, # ECGs per shard
-                reader:Callable|None=None, # `reader(row) -> (signal [leads, T] mV, fs)`; default `WFDBReader(leads)`; picklable when n_workers > 0
-                preprocess:Callable|None=None, # `preprocess(x, fs) -> (x, fs)` after resampling; picklable when n_workers > 0
-                crop:str='start', # where to crop a longer ECG: 'start' or 'center'
-                min_seconds:float|None=None, # skip records shorter than this, s (default: half of `seconds`; 0: pad any)
-                n_workers:int|None=None, # worker processes (default: CPUs, at most 8; 0 = in this process)
-                progress:bool=True, # show a progress bar over shards
-                log:str|Path|None=None, # also write the build report to this file
-                beats=False, # also compute beat templates (`True` or a `BeatConfig`; `add_beats` later does the same)
-                read_kw:dict|None=None, # options of the default reader's `read_record` (e.g. `{'allow_flat': True}`)
-               ) -> ECGStore:
-    "Convert `source` into a sharded, memory-mapped store at `dest` (resumable); returns the opened `ECGStore`"
-    if isinstance(source, (str, Path)):   # ecg_dml.data.sources builds on this module: imported here, not at the top
-        from ecg_dml.data.sources import source_table
-        source = source_table(source, fs=fs, progress=progress)
-    dest = Path(dest); (dest/'shards').mkdir(parents=True, exist_ok=True)
-    cfg = StoreConfig(float(fs), float(seconds), tuple(leads), dtype, int(shard_size),
-                      None if min_seconds is None else float(min_seconds))
-    if (dest/'store.json').exists():
-        old = StoreConfig.load(dest/'store.json')
-        if old != cfg: raise StoreError(f'{dest}: an existing store was built with {old}; asked for {cfg}')
-    else: cfg.save(dest/'store.json')
-    source = source.reset_index() if source.index.name else source.reset_index(drop=True)
-    n = len(source); n_shards = (n + shard_size - 1) // shard_size
-    bounds = [(k, k*shard_size, min(n, (k+1)*shard_size)) for k in range(n_shards)]
-    keys = {k: _rows_key(source.iloc[a:b]) for k, a, b in bounds}
-    kept = {k for k, a, b in bounds if _shard_done(dest, k, keys[k]) is not None}
-    todo = [(k, a, b) for k, a, b in bounds if k not in kept or _shard_done(dest, k, keys[k], verify=True) is None]
-    stale = [k for k, _, _ in bounds if k not in kept and (dest/'shards'/f'shard_{k:06d}.json').exists()]
-    if stale: print(f'{dest}: shards {stale} were built from other source rows (or an older format): rebuilding them')
-    for k in sorted(kept & {k for k, _, _ in todo}):   # a committed shard whose bytes changed since: never served, rebuilt
-        print(f'{dest}: shard {k} does not match its checksums (corrupt or modified): rebuilding it')
-    if reader is not None and read_kw: raise ValueError('read_kw configures the default reader: pass it to your reader instead')
-    reader = reader or WFDBReader(leads, **(read_kw or {}))
-    t0 = time.time()
-    if n_workers is None: n_workers = min(os.cpu_count() or 1, 8)
-    items = [(k, source.iloc[a:b]) for k, a, b in todo]   # each worker receives only its shard's rows
-    if todo: parallel(_build_shard, items, dest=dest, cfg=cfg, reader=reader, preprocess=preprocess, crop=crop,
-                      n_workers=n_workers, progress=progress, threadpool=False)
-    mans = [_shard_done(dest, k, keys[k]) for k, a, b in bounds]
-    missing = [k for k, m in zip(range(n_shards), mans) if m is None]
-    if missing: raise StoreError(f'{dest}: shards {missing} failed to build')
-    _write_tables(dest, source, mans)
-    store = ECGStore(dest)
-    if beats:   # ecg_dml.data.beats builds on this module: imported here, not at the top
-        from ecg_dml.data.beats import add_beats
-        add_beats(store, None if beats is True else beats, n_workers=n_workers, progress=progress)
-    rep = _report(store, n, len(todo), n_shards, time.time() - t0)
-    print(rep)
-    if log: Path(log).write_text(rep + '\n')
-    return store
 
 # %% ../../nbs/04_data.store.ipynb #e6e0d89d
 def _write_tables(dest:Path, source:pd.DataFrame, mans:list[dict]):
@@ -334,6 +275,65 @@ class Rows:
     def get_batch(self, idx) -> np.ndarray:
         "float32 `[len(idx), ...]`: rows `rows[idx]` of the data"
         return read_rows(self.data, self.rows[np.asarray(idx)])
+
+# %% ../../nbs/04_data.store.ipynb #dc77e3f1
+def build_store(source:pd.DataFrame|str|Path, # index of ECGs: one row per record (with a path column for the default reader), or a WFDB folder or PTB-XL root
+                dest:str|Path, # store folder (created; an existing one is resumed)
+                fs:float=100, # sampling rate of the store, Hz
+                seconds:float=10, # length of every stored ECG, s
+                leads:tuple=LEADS, # leads stored, in this order
+                dtype:str='int16', # 'int16' (per-lead gain, exact to < 0.1 uV) or 'float16'
+                shard_size:int=4096, # ECGs per shard
+                reader:Callable|None=None, # `reader(row) -> (signal [leads, T] mV, fs)`; default `WFDBReader(leads)`; picklable when n_workers > 0
+                preprocess:Callable|None=None, # `preprocess(x, fs) -> (x, fs)` after resampling; picklable when n_workers > 0
+                crop:str='start', # where to crop a longer ECG: 'start' or 'center'
+                min_seconds:float|None=None, # skip records shorter than this, s (default: half of `seconds`; 0: pad any)
+                n_workers:int|None=None, # worker processes (default: CPUs, at most 8; 0 = in this process)
+                progress:bool=True, # show a progress bar over shards
+                log:str|Path|None=None, # also write the build report to this file
+                beats=False, # also compute beat templates (`True` or a `BeatConfig`; `add_beats` later does the same)
+                read_kw:dict|None=None, # options of the default reader's `read_record` (e.g. `{'allow_flat': True}`)
+               ) -> ECGStore:
+    "Convert `source` into a sharded, memory-mapped store at `dest` (resumable); returns the opened `ECGStore`"
+    if isinstance(source, (str, Path)):   # ecg_dml.data.sources builds on this module: imported here, not at the top
+        from ecg_dml.data.sources import source_table
+        source = source_table(source, fs=fs, progress=progress)
+    dest = Path(dest); (dest/'shards').mkdir(parents=True, exist_ok=True)
+    cfg = StoreConfig(float(fs), float(seconds), tuple(leads), dtype, int(shard_size),
+                      None if min_seconds is None else float(min_seconds))
+    if (dest/'store.json').exists():
+        old = StoreConfig.load(dest/'store.json')
+        if old != cfg: raise StoreError(f'{dest}: an existing store was built with {old}; asked for {cfg}')
+    else: cfg.save(dest/'store.json')
+    source = source.reset_index() if source.index.name else source.reset_index(drop=True)
+    n = len(source); n_shards = (n + shard_size - 1) // shard_size
+    bounds = [(k, k*shard_size, min(n, (k+1)*shard_size)) for k in range(n_shards)]
+    keys = {k: _rows_key(source.iloc[a:b]) for k, a, b in bounds}
+    kept = {k for k, a, b in bounds if _shard_done(dest, k, keys[k]) is not None}
+    todo = [(k, a, b) for k, a, b in bounds if k not in kept or _shard_done(dest, k, keys[k], verify=True) is None]
+    stale = [k for k, _, _ in bounds if k not in kept and (dest/'shards'/f'shard_{k:06d}.json').exists()]
+    if stale: print(f'{dest}: shards {stale} were built from other source rows (or an older format): rebuilding them')
+    for k in sorted(kept & {k for k, _, _ in todo}):   # a committed shard whose bytes changed since: never served, rebuilt
+        print(f'{dest}: shard {k} does not match its checksums (corrupt or modified): rebuilding it')
+    if reader is not None and read_kw: raise ValueError('read_kw configures the default reader: pass it to your reader instead')
+    reader = reader or WFDBReader(leads, **(read_kw or {}))
+    t0 = time.time()
+    if n_workers is None: n_workers = min(os.cpu_count() or 1, 8)
+    items = [(k, source.iloc[a:b]) for k, a, b in todo]   # each worker receives only its shard's rows
+    if todo: parallel(_build_shard, items, dest=dest, cfg=cfg, reader=reader, preprocess=preprocess, crop=crop,
+                      n_workers=n_workers, progress=progress, threadpool=False)
+    mans = [_shard_done(dest, k, keys[k]) for k, a, b in bounds]
+    missing = [k for k, m in zip(range(n_shards), mans) if m is None]
+    if missing: raise StoreError(f'{dest}: shards {missing} failed to build')
+    _write_tables(dest, source, mans)
+    store = ECGStore(dest)
+    if beats:   # ecg_dml.data.beats builds on this module: imported here, not at the top
+        from ecg_dml.data.beats import add_beats
+        add_beats(store, None if beats is True else beats, n_workers=n_workers, progress=progress)
+    rep = _report(store, n, len(todo), n_shards, time.time() - t0)
+    print(rep)
+    if log: Path(log).write_text(rep + '\n')
+    return store
 
 # %% ../../nbs/04_data.store.ipynb #d4293cf6
 def validate_store(path:str|Path, # the store folder

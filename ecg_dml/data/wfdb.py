@@ -187,10 +187,11 @@ def _header_lines(p:Path) -> list[str]:
 
 PLAUSIBLE_FS = (25., 100_000.)  # Hz: a header's sampling frequency outside this range is not an ECG's (or not the truth)
 
-def _field_problems(p:Path, h, idx) -> list[str]:
-    "Implausible values of the header's sampling frequency and of the ADC gains of channels `idx`, read from its text"
+def _field_problems(p:Path, h, idx, lines:list[str]|None=None) -> list[str]:
+    """Implausible values of the header's sampling frequency and of the ADC gains of channels `idx`, read from its text
+    (`lines`: the text's `_header_lines` when the caller has read them already)"""
     if not isinstance(h, wfdb.Record): return []
-    lines = _header_lines(p)
+    if lines is None: lines = _header_lines(p)
     out, rec = [], lines[0].split() if lines else []
     if len(rec) > 2:      # a record line without the field means WFDB's default 250 Hz (reported by scan_wfdb)
         f, (lo, hi) = _number(rec[2]), PLAUSIBLE_FS
@@ -208,26 +209,33 @@ def _field_problems(p:Path, h, idx) -> list[str]:
         elif not (np.isfinite(g) and g > 0): out.append(f'header field ADC gain of channel {name} is {toks[2]}: it must be a positive number of ADC units per mV')
     return out
 
-def fs_defaulted(p) -> bool:
-    "Whether record `p`'s header omits the sampling frequency (WFDB then assumes 250 Hz)"
-    lines = _header_lines(_record_path(p))
+def _fs_omitted(lines:list[str]) -> bool:
+    "Whether the header text `lines` (see `_header_lines`) omits the sampling frequency"
     return bool(lines) and len(lines[0].split()) < 3
 
-def gain_defaulted(p) -> list[str]:
-    "The channels of record `p` whose header line omits the ADC gain (WFDB then assumes 200 units per mV)"
-    lines = _header_lines(_record_path(p))
+def _gain_omitted(lines:list[str]) -> list[str]:
+    "The channels whose signal line in the header text `lines` omits the ADC gain"
     if not lines or '/' in lines[0].split()[0]: return []    # a multi-segment header lists segments, not signals
     n = _number(rec[1]) if len(rec := lines[0].split()) > 1 else None
     if n is None or not 0 < n < len(lines): n = len(lines) - 1   # the header's own count when it is usable
     sig = lines[1:1 + int(n)]
     return [(t[-1] if len(t) > 8 else str(i)) for i, t in enumerate(l.split() for l in sig) if len(t) <= 2]
 
-def _plan(p:Path, h, leads, fs=None, missing='raise'):
-    "(channel names, wanted leads, their channel indices, problems the header and file sizes reveal)"
+def fs_defaulted(p) -> bool:
+    "Whether record `p`'s header omits the sampling frequency (WFDB then assumes 250 Hz)"
+    return _fs_omitted(_header_lines(_record_path(p)))
+
+def gain_defaulted(p) -> list[str]:
+    "The channels of record `p` whose header line omits the ADC gain (WFDB then assumes 200 units per mV)"
+    return _gain_omitted(_header_lines(_record_path(p)))
+
+def _plan(p:Path, h, leads, fs=None, missing='raise', lines:list[str]|None=None):
+    """(channel names, wanted leads, their channel indices, problems the header and file sizes reveal); `lines`: the
+    header's text as `_header_lines`, when the caller has read it already"""
     names, units = _channels(h)
     want, idx, probs = _select(names, leads)
     if missing == 'raise' and (q := _missing_problem(want, idx, names)): probs.append(q)
-    probs += _field_problems(p, h, idx)
+    probs += _field_problems(p, h, idx, lines)
     if not probs and (q := _fs_problem(h, fs)): probs.append(q)
     probs += [f'lead {l} is recorded in {units[i]!r}, not a voltage' for l, i in zip(want, idx)
               if i is not None and str(units[i] or 'mV').lower() not in _TO_MV]
@@ -284,10 +292,17 @@ def read_record(path,                       # record path, with or without exten
                 allow_flat:bool=False       # with `check`: accept constant leads
                ) -> ECGRecord:
     "Read one WFDB record as float32 [leads, samples] in mV; any problem raises `RecordError` naming the record"
-    if missing not in ('raise', 'nan'): raise ValueError(f"missing must be 'raise' or 'nan', got {missing!r}")
+    _check_missing(missing)
     p = _record_path(path)
-    h = _read_header(p)
-    names, want, idx, probs = _plan(p, h, leads, fs, missing)
+    return _read_record(p, _read_header(p), leads, fs, missing, check, allow_flat)
+
+def _check_missing(missing):
+    if missing not in ('raise', 'nan'): raise ValueError(f"missing must be 'raise' or 'nan', got {missing!r}")
+
+def _read_record(p:Path, h, leads=LEADS, fs=None, missing='raise', check=True, allow_flat=False, lines=None) -> ECGRecord:
+    "`read_record` of record `p` whose header `h` (and header text `lines`, see `_header_lines`) the caller has read"
+    _check_missing(missing)
+    names, want, idx, probs = _plan(p, h, leads, fs, missing, lines)
     if probs: raise RecordError(p, '; '.join(probs))
     cols = sorted({i for i in idx if i is not None})
     raw, units = _decode(p, cols)
@@ -345,12 +360,13 @@ def _scan_row(p:Path, h, root:Path, leads, fs, read_signals, read_kw=None) -> di
     try:
         names, _ = _channels(h)
         norm = tuple(l for l in map(normalise_lead_name, names) if l)
+        lines = _header_lines(p)   # the header's text, read once for the default and field checks
         row.update(fs=float(h.fs), n_samples=h.sig_len, seconds=h.sig_len/h.fs if h.sig_len and h.fs and h.fs > 0 else None,
-                   fs_default=fs_defaulted(p), gain_default=', '.join(gain_defaulted(p)) or None,
+                   fs_default=_fs_omitted(lines), gain_default=', '.join(_gain_omitted(lines)) or None,
                    n_leads=len(norm), leads=norm, has_12_leads=set(LEADS) <= set(norm), channels=tuple(names))
         row.update({(k if k not in _COLUMNS else f'hdr_{k}'): v for k, v in parse_comments(h.comments or []).items() if k != 'notes'})
-        if read_signals: read_record(p, leads=leads, fs=fs, **(read_kw or {}))
-        elif probs := _plan(p, h, leads, fs)[-1]: raise RecordError(p, '; '.join(probs))
+        if read_signals: _read_record(p, h, leads=leads, fs=fs, lines=lines, **(read_kw or {}))
+        elif probs := _plan(p, h, leads, fs, lines=lines)[-1]: raise RecordError(p, '; '.join(probs))
     except RecordError as e: row['error'] = e.problem
     except Exception as e:   # a batch job never stops on one record: the unexpected is reported as the row's reason
         row['error'] = f'unexpected {type(e).__name__} while checking the record: {e}'
