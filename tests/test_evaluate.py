@@ -168,6 +168,26 @@ def test_evaluate_deterministic_under_seed(sample_store):
     assert not np.allclose(a.predictions.pred, c.predictions.pred)
     assert set(a.results.protocol) == {'linear', 'frozen_mlp', 'scratch', 'retrieval'}
 
+def test_eval_config_is_the_one_configuration(sample_store, tmp_path):
+    "evaluate(config=EvalConfig) == evaluate(**keywords); the config is recorded, saved and read back; names are checked"
+    from ecg_dml.evaluate.protocols import EvalConfig, TASK_KINDS, TASKS
+    from ecg_dml.evaluate.results import load_results
+    assert TASKS is TASK_KINDS and EvalConfig().tasks == tuple(TASK_KINDS)
+    cfg = EvalConfig(tasks=('norm_vs_abnormal',), fractions=(1.0,), test_folds=(10,), n_boot=50, retrieval=False,
+                     verbose=False, device='cpu')
+    a = evaluate('xresnet1d18', sample_store, cfg)
+    b = evaluate('xresnet1d18', sample_store, tasks=['norm_vs_abnormal'], fractions=[1.0], test_folds=[10], n_boot=50,
+                 retrieval=False, verbose=False, device='cpu')
+    c = evaluate('xresnet1d18', sample_store, cfg.to_dict(), n_boot=20)             # a dict of fields, one overridden
+    pd.testing.assert_frame_equal(a.results, b.results)
+    assert a.config == b.config and a.config['n_boot'] == 50 and c.config['n_boot'] == 20
+    a.save(tmp_path/'a', plots=False)
+    assert EvalConfig.of(a.config) == cfg == EvalConfig.of(load_results(tmp_path/'a').config)
+    with pytest.raises(TypeError, match='n_bot'): evaluate('xresnet1d18', sample_store, cfg, n_bot=10)
+    with pytest.raises(EvaluateError, match='unknown protocol'): evaluate('xresnet1d18', sample_store, protocols=('probe',))
+    with pytest.raises(EvaluateError, match='differ from the folds'):
+        evaluate({9: 'xresnet1d18', 10: 'xresnet1d18'}, sample_store, cfg)          # test_folds (10,) vs encoders' 9, 10
+
 def test_evaluate_module_and_random_twin_full_grid(sample_store, tmp_path):
     "the notebook's slow cell, smaller: a given module and its random-init twin, every protocol, 5 fractions, 2 seeds"
     with seeded(0): module = create_encoder('resnet1d18', **SMALL)

@@ -1,15 +1,17 @@
 """Judging a representation: `evaluate()` runs the protocols (linear probe, frozen MLP, finetune, scratch) over
-label fractions, seeds and folds beside a random-init baseline, with bootstrap CIs, retrieval and subgroups;
-embeddings and handcrafted ECG features for comparison; `embed_folder`, embeddings of any ECG folder in one call.
+label fractions, seeds and folds beside a random-init baseline, with bootstrap CIs, retrieval and subgroups, as one
+`EvalConfig` says; `EvalResults` holds what it measured; embeddings and handcrafted ECG features for comparison;
+`embed_folder`, embeddings of any ECG folder in one call.
 
 Each name is defined in the submodule it is listed under and imported on first use: `import ecg_dml.evaluate` costs
-nothing, `from ecg_dml.evaluate import evaluate` imports `ecg_dml.evaluate.protocols` (and what it needs) only."""
+nothing, `from ecg_dml.evaluate import evaluate` imports `ecg_dml.evaluate.run` (and what it needs) only."""
 # Hand-written: nbdev generates the submodules from nbs/, never this file (it only creates missing __init__.py).
 from ecg_dml import _lazy_exports
 
 _FROM = {  # submodule -> the public names it defines
-    'protocols': ['evaluate', 'EvalResults', 'load_results', 'merge_results', 'plot_learning_curves', 'linear_probe',
-                  'run_protocol', 'PROTOCOLS', 'FRACTIONS', 'EvaluateError'],
+    'protocols': ['EvalConfig', 'linear_probe', 'run_protocol', 'TASK_KINDS', 'PROTOCOLS', 'FRACTIONS', 'EvaluateError'],
+    'run':       ['evaluate'],
+    'results':   ['EvalResults', 'load_results', 'merge_results', 'plot_learning_curves'],
     'embed':     ['embed_dataset', 'Embeddings', 'plot_embedding_map'],
     'metrics':   ['bootstrap_metrics', 'paired_bootstrap', 'retrieval_metrics'],
     'subgroups': ['subgroup_metrics', 'forest_plot'],
