@@ -6,7 +6,7 @@ backward, optimizer. `outside` = data + views + loss, the part that is not the e
 
 Usage: python benchmarks/pretrain_throughput.py [--data PTBXL_ROOT] [--encoder resnet1d18] [--bs 64]
                                                 [--methods dml simclr ...] [--threads N]
-Defaults: pretrain()'s defaults (resnet1d18, batch 64, Euclidean DML) on ../shared/data/ptbxl if present, else the
+Defaults: resnet1d18 (the wider encoder, where the encoder's share of a step is largest), batch 64, DML, on ../shared/data/ptbxl if present, else the
 bundled sample. The figures measured are recorded in nbs/41_pretrain.ipynb.
 """
 import argparse, tempfile, time

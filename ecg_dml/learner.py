@@ -6,7 +6,8 @@
 from __future__ import annotations
 import random, time, warnings
 from pathlib import Path
-import numpy as np, torch
+import numpy as np, pandas as pd, torch
+from dataclasses import dataclass, field
 from torch import nn
 from fastai.callback.core import Callback
 from fastai.learner import Learner, ValueMetric
@@ -17,11 +18,11 @@ from .models.io import CheckpointError, read_checkpoint, save_checkpoint
 from .views import flatten_views
 
 # %% auto #0
-__all__ = ['rank_world', 'unwrap_model', 'MetricLearningCallback', 'knn_auroc', 'KNNProbe', 'EpochStats', 'Checkpoint',
-           'EpochLog', 'restore', 'load_checkpoint', 'FP32Loss', 'AccumulateGradients', 'dml_learner',
-           'MiningDiagnostics', 'StepTimer', 'save_checkpoint', 'CheckpointError']
+__all__ = ['rank_world', 'unwrap_model', 'MetricLearningCallback', 'knn_auroc', 'KNNProbe', 'EpochRecord', 'writer_of',
+           'EpochStats', 'EpochLog', 'Checkpoint', 'restore', 'load_checkpoint', 'FP32Loss', 'dml_learner',
+           'AccumulateGradients', 'MiningDiagnostics', 'StepTimer', 'save_checkpoint', 'CheckpointError']
 
-# %% ../nbs/40_learner.ipynb #5740b177
+# %% ../nbs/40_learner.ipynb #b9e69da1
 def _seed_of(*ints) -> int:
     "A 63-bit seed from a tuple of ints (stable across processes and runs)"
     return int(np.random.SeedSequence([int(i) for i in ints]).generate_state(2, np.uint64)[0] >> np.uint64(1))
@@ -35,6 +36,7 @@ def unwrap_model(m:nn.Module) -> nn.Module:
     "The model inside a `DistributedDataParallel` (or `DataParallel`) wrapper; `m` itself otherwise"
     return m.module if isinstance(m, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else m
 
+# %% ../nbs/40_learner.ipynb #625ee54a
 class MetricLearningCallback(Callback):
     "Builds views and a `BatchInfo` target from `(x, [y], ids)` batches, so the loss is called as `loss(emb, info)`"
     order = -5   # before anything that looks at xb/yb (MixedPrecision is 10)
@@ -42,7 +44,7 @@ class MetricLearningCallback(Callback):
                  fs:float=100, # sampling rate of the batches, Hz (the views need it)
                  labels:bool=False, # the loader yields targets: put them into `info.labels` (supervised DML)
                  seed:int=0): # seeds the views of each (epoch, iteration)
-        self.views, self.fs, self.labels, self.seed = views, fs, labels, seed
+        self.views, self.fs, self.labels, self.seed, self.seconds = views, fs, labels, seed, 0.
 
     def before_epoch(self):
         for dl in (self.dls.train, self.dls.valid):
@@ -66,7 +68,7 @@ class MetricLearningCallback(Callback):
             info = BatchInfo(labels=None if y is None else y[sample], record_ids=info.record_ids[sample],
                              patient_ids=info.patient_ids[sample], view_ids=view, sample_ids=sample, raw=info.raw)
         self.learn.xb, self.learn.yb = (x,), (info,)
-        self.seconds = time.perf_counter() - t0   # read by `StepTimer`
+        self.seconds = time.perf_counter() - t0   # this batch's views and `BatchInfo`: read by `StepTimer`
 
 # %% ../nbs/40_learner.ipynb #b9e45f7c
 from sklearn.metrics import roc_auc_score
@@ -110,7 +112,7 @@ class KNNProbe(Callback):
     def after_validate(self):   # data-parallel: rank 0 scores (the weights are the same on every rank)
         if not self.training: self.value = self.score() if rank_world()[0] == 0 else float('nan')
 
-# %% ../nbs/40_learner.ipynb #9c24358c
+# %% ../nbs/40_learner.ipynb #9b3258c9
 def _rng_state() -> dict:
     st = {'torch': torch.get_rng_state(), 'python': list(random.getstate()[1]),
           'python_pos': random.getstate()[2], 'numpy': torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
@@ -124,10 +126,43 @@ def _set_rng_state(st:dict):
     np.random.set_state(('MT19937', st['numpy'].numpy().astype(np.uint32), int(st['numpy_pos'])))
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
 
+# %% ../nbs/40_learner.ipynb #654fc13e
+@dataclass
+class EpochRecord:
+    "One trained epoch's statistics: made by `EpochStats`, extended by `add`, read (as `row()`) by `EpochLog` and `Checkpoint`"
+    epoch: int
+    values: dict   # column -> value: train_loss (the epoch's exact mean), valid_loss, the metrics, then added columns
+    seconds: float # wall time of the epoch (training, validation, probe)
+    read_by: list = field(default_factory=list)   # the callbacks that have read the row
+
+    def add(self, by:Callback, **cols):
+        "Add columns (before `seconds`); refused once a reader has taken the row"
+        if self.read_by:
+            raise RuntimeError(f'{type(by).__name__} (order {by.order}) adds {list(cols)} to epoch {self.epoch}\'s row after '
+                               f'{", ".join(self.read_by)} read it: give it an order below theirs')
+        self.values.update(cols)
+
+    def row(self, by:Callback) -> dict:
+        "`{'epoch': ..., **values, 'seconds': ...}`, the columns of `log.csv` and of the checkpoint's history"
+        self.read_by.append(type(by).__name__)
+        return {'epoch': self.epoch, **self.values, 'seconds': self.seconds}
+
+def writer_of(cb:Callback, cls:type) -> Callback:
+    "The one `cls` callback of `cb`'s learner, checked to run before `cb`: what `cb` reads, it writes"
+    found = [c for c in cb.learn.cbs if isinstance(c, cls)]
+    name, me = cls.__name__, type(cb).__name__
+    if len(found) != 1:
+        raise RuntimeError(f'{me} reads what {name} writes, and the learner has {len(found)} {name} callbacks: add '
+                           f'exactly one (dml_learner does)')
+    if found[0].order >= cb.order:
+        raise RuntimeError(f'{me} (order {cb.order}) reads what {name} (order {found[0].order}) writes: it must run after it')
+    return found[0]
+
 class EpochStats(Callback):
-    "`learn.epoch_row`: the mean training loss of the epoch, then the Recorder's validation loss and metrics; `None` for an epoch skipped on resume or run by `lr_find`"
+    "Makes `record`, the `EpochRecord` of the epoch just trained (`None` for an epoch skipped on resume or run by `lr_find`)"
     order = 52   # after the Recorder (50) has the epoch's values
-    def before_epoch(self): self.learn.epoch_row, self._sum, self._n, self._ran, self._t0 = None, 0., 0, False, time.time()
+    def __init__(self): self.record = None
+    def before_epoch(self): self.record, self._sum, self._n, self._ran, self._t0 = None, 0., 0, False, time.time()
     def before_train(self): self._ran = True
     def after_batch(self):
         if self.training and self._ran: self._sum += float(self.learn.loss.detach()); self._n += 1
@@ -136,11 +171,28 @@ class EpochStats(Callback):
         names = list(self.learn.recorder.metric_names[1:-1])
         vals = [float(v) if isinstance(v, (int, float, np.floating)) else float('nan') for v in self.learn.recorder.values[-1]]
         if names and names[0] == 'train_loss': vals[0] = self._sum / max(self._n, 1)   # exact mean, not fastai's smoothed loss
-        self.learn.epoch_row = dict(zip(names, vals), seconds=round(time.time() - self._t0, 1))
+        self.record = EpochRecord(self.epoch, dict(zip(names, vals)), round(time.time() - self._t0, 1))
 
+# %% ../nbs/40_learner.ipynb #04b4b10e
+class EpochLog(Callback):
+    "Append a CSV row (epoch, mean train loss, valid loss, metrics, added columns, seconds) for every epoch trained"
+    order = 55   # after EpochStats (52) and the callbacks that add columns to its record
+    def __init__(self, path:str|Path): self.path = Path(path)
+    def before_fit(self): self.stats = writer_of(self, EpochStats)
+    def after_epoch(self):
+        rec = self.stats.record
+        if rec is None or rank_world()[0] != 0: return
+        row = rec.row(self)
+        new = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, 'a') as f:
+            if new: f.write(','.join(row) + '\n')
+            f.write(','.join(repr(v) for v in row.values()) + '\n')
+
+# %% ../nbs/40_learner.ipynb #68321893
 class Checkpoint(Callback):
     "Atomically save model, optimizer, loss parameters, epoch, RNG states and config to `path` after every epoch"
-    order = 60   # after the epoch's statistics
+    order = 60   # after EpochStats (52) and EpochLog (55): the epoch's row is complete
     def __init__(self, path:str|Path, config:dict|None=None):
         self.path, self.config, self.history = Path(path), config or {}, []
 
@@ -151,24 +203,12 @@ class Checkpoint(Callback):
                 'epoch': self.epoch, 'n_epoch': self.n_epoch, 'rng': _rng_state(), 'config': self.config,
                 'history': self.history}
 
+    def before_fit(self): self.stats = writer_of(self, EpochStats)
     def after_epoch(self):
-        row = getattr(self.learn, 'epoch_row', None)
-        if row is None: return    # an epoch skipped on resume: nothing new to save
-        self.history.append({'epoch': self.epoch, **row})
+        rec = self.stats.record
+        if rec is None: return    # an epoch skipped on resume: nothing new to save
+        self.history.append(rec.row(self))
         if rank_world()[0] == 0: save_checkpoint(self.path, self.state())   # data-parallel: one writer
-
-class EpochLog(Callback):
-    "Append a CSV row (epoch, mean train loss, valid loss, metrics, seconds) for every epoch trained"
-    order = 55
-    def __init__(self, path:str|Path): self.path = Path(path)
-    def after_epoch(self):
-        row = getattr(self.learn, 'epoch_row', None)
-        if row is None or rank_world()[0] != 0: return
-        new = not self.path.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, 'a') as f:
-            if new: f.write(','.join(['epoch', *row]) + '\n')
-            f.write(','.join([str(self.epoch), *[repr(v) for v in row.values()]]) + '\n')
 
 def restore(learn:Learner, ckpt:dict):
     "Put a checkpoint's model, optimizer, loss parameters and RNG states back into `learn`"
@@ -189,7 +229,7 @@ def load_checkpoint(path:str|Path, map_location='cpu') -> dict:
                   DeprecationWarning, stacklevel=2)
     return read_checkpoint(path, map_location)
 
-# %% ../nbs/40_learner.ipynb #1344ee44
+# %% ../nbs/40_learner.ipynb #5500c74c
 from fastai.callback.tracker import TerminateOnNaNCallback
 from fastai.callback.training import GradientClip
 from fastai.callback.fp16 import MixedPrecision
@@ -204,20 +244,7 @@ class FP32Loss(nn.Module):
     @property
     def mined(self): return getattr(self.loss, 'mined', None)
 
-from fastai.callback.training import GradientAccumulation
-from fastai.torch_core import find_bs
-
-class AccumulateGradients(GradientAccumulation):
-    "Step the optimizer every `n` batches, with the mean gradient of those batches; a leftover is stepped at epoch end"
-    order = -1   # before GradientClip (0): clip the accumulated gradient, not each batch's
-    def __init__(self, n:int=2): super().__init__(n_acc=0); self.n = n  # batches per optimizer step
-    def after_loss(self):
-        if not self.n_acc: self.n_acc = self.n * find_bs(self.learn.yb)   # fastai counts rows: n batches of rows
-        super().after_loss()
-    def after_train(self):   # epochs stay self-contained (a resumed run continues exactly)
-        if self.count:
-            self.learn.opt.step(); self.learn.opt.zero_grad(); self.count = 0
-
+# %% ../nbs/40_learner.ipynb #48b77a9c
 def _splitter_with(loss):
     extra = list(loss.parameters()) if isinstance(loss, nn.Module) else []
     return lambda m: [list(m.parameters()) + extra]
@@ -252,12 +279,27 @@ def dml_learner(dls, # `ecg_dls(..., with_ids=True)`
     if isinstance(loss, nn.Module): loss.to(dls.device)
     return learn
 
-# %% ../nbs/40_learner.ipynb #bae566ba
+# %% ../nbs/40_learner.ipynb #8681bc9f
+from fastai.callback.training import GradientAccumulation
+from fastai.torch_core import find_bs
+
+class AccumulateGradients(GradientAccumulation):
+    "Step the optimizer every `n` batches, with the mean gradient of those batches; a leftover is stepped at epoch end"
+    order = -1   # before GradientClip (0): clip the accumulated gradient, not each batch's
+    def __init__(self, n:int=2): super().__init__(n_acc=0); self.n = n  # batches per optimizer step
+    def after_loss(self):
+        if not self.n_acc: self.n_acc = self.n * find_bs(self.learn.yb)   # fastai counts rows: n batches of rows
+        super().after_loss()
+    def after_train(self):   # epochs stay self-contained (a resumed run continues exactly)
+        if self.count:
+            self.learn.opt.step(); self.learn.opt.zero_grad(); self.count = 0
+
+# %% ../nbs/40_learner.ipynb #a29ffc60
 from .metric.positives import pair_purity
 
 class MiningDiagnostics(Callback):
     "Per epoch: the loss's `active_fraction` / `top1` and the label purity of its mined positives beside chance, into the epoch row"
-    order = 53   # after EpochStats (52) made the epoch's row, before EpochLog (55) and Checkpoint (60) write it
+    order = 53   # after EpochStats (52) made the epoch's record, before EpochLog (55) and Checkpoint (60) read it
     COLUMNS = ('active_fraction', 'top1', 'purity', 'purity_chance')
     def __init__(self, labels=None): # a `RecordLookup` of multi-hot labels by record id (diagnostics only), or None
         self.labels = labels
@@ -274,16 +316,12 @@ class MiningDiagnostics(Callback):
         if self.labels is not None and mined is not None and len(mined.anchors):
             pur, chance, n = pair_purity(mined, self.labels)
             self._add('purity', pur, n); self._add('purity_chance', chance, n)
+    def before_fit(self): self.stats = writer_of(self, EpochStats)
     def after_epoch(self):
-        row = getattr(self.learn, 'epoch_row', None)
-        if row is None: return
-        secs = row.pop('seconds', None)
-        row.update({k: s / n if n else float('nan') for k, (s, n) in self._sums.items()})
-        if secs is not None: row['seconds'] = secs
+        if self.stats.record is None: return
+        self.stats.record.add(self, **{k: s / n if n else float('nan') for k, (s, n) in self._sums.items()})
 
-# %% ../nbs/40_learner.ipynb #92f267c9
-import pandas as pd
-
+# %% ../nbs/40_learner.ipynb #e742aae5
 class StepTimer(Callback):
     "Wall time of every training step, split into data, views, forward, loss (mining + loss), backward and optimizer"
     order = 100   # after every other callback's before_batch (the views are made by then)
@@ -291,7 +329,7 @@ class StepTimer(Callback):
     def _now(self):
         if self.dls.device.type == 'cuda': torch.cuda.synchronize(self.dls.device)
         return time.perf_counter()
-    def before_fit(self): self.rows = []
+    def before_fit(self): self.rows, self.views = [], writer_of(self, MetricLearningCallback)
     def before_train(self): self._end = self._now()
     def before_batch(self):
         if self.training: self._t = {'start': self._end, 'batch': self._now()}
@@ -304,7 +342,7 @@ class StepTimer(Callback):
         if not self.training: return
         t, end = self._t, self._now()
         if self.iter >= self.skip and 'backward' in t:
-            views = sum(getattr(c, 'seconds', 0.) for c in self.learn.cbs if isinstance(c, MetricLearningCallback))
+            views = self.views.seconds   # this batch's views and BatchInfo, timed by the callback that made them
             info = self.learn.yb[0] if self.learn.yb else None
             raw = getattr(info, 'raw', None)
             self.rows.append({'data': t['batch'] - t['start'] - views, 'views': views, 'forward': t['pred'] - t['batch'],

@@ -21,8 +21,8 @@ from .distributed import init_distributed, distribute
 import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['resolve_data', 'pretrain_split', 'purity_labels', 'RunExistsError', 'pretrain', 'plot_log', 'ecg_dml_pretrain',
-           'save_encoder', 'load_encoder']
+__all__ = ['PRETRAIN_DEFAULTS', 'resolve_data', 'pretrain_split', 'purity_labels', 'RunExistsError', 'pretrain', 'fit_pretrain',
+           'plot_log', 'ecg_dml_pretrain', 'save_encoder', 'load_encoder']
 
 # %% ../nbs/41_pretrain.ipynb #58db3630
 def resolve_data(data, out:Path, fs:float=100, seconds:float=10, n_workers:int|None=None, progress:bool=True,
@@ -49,6 +49,9 @@ def _probe(signals, meta, split, max_n=2000, seed=0):
     if len(np.unique(y[tr])) < 2 or len(np.unique(y[va])) < 2: return None
     tr, va = np.sort(tr), np.sort(va)
     return KNNProbe(np.asarray(read_rows(signals, tr)), y[tr], np.asarray(read_rows(signals, va)), y[va])
+
+# %% ../nbs/41_pretrain.ipynb #5d98e524
+PRETRAIN_DEFAULTS = dict(encoder='xresnet1d18', epochs=5, bs=64, lr=1e-3)   # measured in "Choosing the defaults"
 
 # %% ../nbs/41_pretrain.ipynb #1a3e4639
 def _labels(labels, meta):
@@ -100,10 +103,11 @@ def _guard_run(out:Path, resume:bool, overwrite:bool, rank:int):
 
 def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or array [N, leads, T] in mV
              method:str|Method='dml', # a preset name in `METHODS`, or a `Method` object
-             encoder:str='resnet1d18', # a name known to `create_encoder`
+             encoder:str=PRETRAIN_DEFAULTS['encoder'], # a name known to `create_encoder`
              distance:str|None=None, # DML methods: input distance ('euclidean', 'correlation', 'dtw', ...); None: the method's
-             epochs:int=10, bs:int=64, # batch per process (data-parallel: the global batch is bs x processes)
-             lr:float=1e-3, wd:float|None=None,
+             epochs:int=PRETRAIN_DEFAULTS['epochs'],
+             bs:int=PRETRAIN_DEFAULTS['bs'], # batch per process (data-parallel: the global batch is bs x processes)
+             lr:float=PRETRAIN_DEFAULTS['lr'], wd:float|None=None,
              accumulate:int=1, # optimizer step every `accumulate` batches (mining still sees one batch)
              clip:float|None=1.0, # gradient norm clipping (None: off)
              emb_dim:int=128, # embedding size (projection head output)
@@ -119,7 +123,7 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
              encoder_kw:dict|None=None, # passed to `create_encoder`
              method_kw:dict|None=None, # fields of the method to set (k, tau, margin, objective, positives, ...)
              read_kw:dict|None=None, # a folder's records: options of `read_record` (e.g. `{'allow_flat': True}`)
-             progress:bool=True, fit:bool=True, # `fit=False`: return the Learner untrained
+             progress:bool=True, fit:bool=True, # `fit=False`: return the Learner untrained (`fit_pretrain` trains it)
             ):
     "Pretrain an ECG encoder with `method`; returns the fastai Learner (the encoder is `learn.model.encoder`)"
     m = get_method(method, **({'distance': distance} if distance is not None else {}), **(method_kw or {}))
@@ -171,9 +175,14 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
         if not rank: _rewrite_log(out/'log.csv', ck['history'])
         if not rank: print(f'resuming {cfg["method"]} from {out}/checkpoint.pth after epoch {start} of {epochs}')
     elif (out/'log.csv').exists() and not rank: (out/'log.csv').unlink()
-    if fit and start < epochs:
-        learn.fit_one_cycle(epochs, lr, wd=wd, start_epoch=start)
-    if fit and not rank: save_encoder(learn, out/'encoder.pth', cfg)
+    learn.start_epoch = start
+    return fit_pretrain(learn) if fit else learn
+
+def fit_pretrain(learn): # a Learner from `pretrain(..., fit=False)`
+    "Train `learn` to its configured epochs (a resumed run from where it stands), then save the encoder in the run folder"
+    cfg, start = learn.pretrain_config, learn.start_epoch
+    if start < cfg['epochs']: learn.fit_one_cycle(cfg['epochs'], cfg['lr'], wd=cfg['wd'], start_epoch=start)
+    if not rank_world()[0]: save_encoder(learn, learn.path/'encoder.pth', cfg)
     return learn
 
 # %% ../nbs/41_pretrain.ipynb #b7ca4f11
@@ -210,9 +219,9 @@ def plot_log(run, # a run folder (with log.csv) or a log.csv path
 def ecg_dml_pretrain(
     data:str=None, # WFDB folder, PTB-XL root or store folder (default: the bundled PTB-XL sample)
     method:str='dml', # a preset: dml, dml-paper, dml-dtw, dml-knn, dml-template-triplet, dml-template-infonce, supdml, simclr, 3kg, clocs-cmsc, clocs-cmlc, clocs-cmsmlc, pclr
-    encoder:str='xresnet1d18', # resnet1d18, resnet1d34, xresnet1d18/34/50/101, temporalnet, temporalnet_dual
+    encoder:str=PRETRAIN_DEFAULTS['encoder'], # resnet1d18, resnet1d34, xresnet1d18/34/50/101, temporalnet, temporalnet_dual
     distance:str=None, # DML methods: input distance (euclidean, correlation, dtw, ...; default: the method's)
-    epochs:int=5, bs:int=32, lr:float=3e-3,
+    epochs:int=PRETRAIN_DEFAULTS['epochs'], bs:int=PRETRAIN_DEFAULTS['bs'], lr:float=PRETRAIN_DEFAULTS['lr'],
     labels:str=None, # supdml: the column of the data's table to mine on (e.g. age)
     out:str='ecg_dml_run', # run folder
     resume:bool=False, # continue an interrupted run in `out`
@@ -224,13 +233,13 @@ def ecg_dml_pretrain(
     "Pretrain an ECG encoder with self-supervised (or supervised) metric learning and report what it learned"
     from ecg_dml.core import sample_dir
     t0 = time.time()
-    kw = dict(method=method, encoder=encoder, distance=distance, epochs=epochs, bs=bs, lr=lr, labels=labels, out=out,
-              resume=resume, seed=seed, device=device, read_kw={'allow_flat': True} if allow_flat else None)
-    learn = pretrain(data or sample_dir(), fit=False, overwrite=overwrite, **kw)   # deletes an old run when asked
+    learn = pretrain(data or sample_dir(), method=method, encoder=encoder, distance=distance, epochs=epochs, bs=bs, lr=lr,
+                     labels=labels, out=out, resume=resume, overwrite=overwrite, seed=seed, device=device,
+                     read_kw={'allow_flat': True} if allow_flat else None, fit=False)
     probe = next((c for c in learn.cbs if isinstance(c, KNNProbe)), None)
     rank, world = rank_world()
-    before = probe.score() if probe and not rank else None
-    learn = pretrain(data or sample_dir(), **kw)
+    before = probe.score() if probe and not rank else None   # the encoder before training
+    fit_pretrain(learn)
     if rank: return                        # data-parallel: rank 0 reports
     log = pd.read_csv(Path(out)/'log.csv')
     n = learn.dls.train.n * world
