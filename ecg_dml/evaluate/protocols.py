@@ -230,13 +230,16 @@ def fit_model(model:nn.Module, # maps inputs [B, ...] -> [B, C]
               epochs:int=5, bs:int=64, wd:float=1e-2,
               splitter:Callable|None=None, # parameter groups (default: all trainable parameters)
               patience:int=2, # early stopping on validation loss (when there is a validation set)
+              min_steps:int=10, # fewest optimizer steps per epoch: a small training set is repeated (reshuffled) to fill them
               seed:int=0, device=None
              ) -> Learner:
     "Train `model` with a fastai Learner (one-cycle, early stopping, best weights restored); returns the Learner"
     device = get_device(device)
     tr, va = np.asarray(train_rows), np.asarray(valid_rows)
     if len(tr) < 2: raise EvaluateError(f'cannot train on {len(tr)} record(s)')
-    dls = ecg_dls(x, np.asarray(y, np.float32), split=(tr, va), bs=min(bs, len(tr)), seed=seed, device=device)
+    bs = min(bs, len(tr))
+    reps = max(1, -(-max(1, min_steps) * bs // len(tr)))   # so that an epoch holds >= min_steps full batches
+    dls = ecg_dls(x, np.asarray(y, np.float32), split=(np.tile(tr, reps), va), bs=bs, seed=seed, device=device)
     loss = MSELossFlat() if kind == 'regression' else BCEWithLogitsLossFlat()
     cbs = [KeepBest(patience=patience)] if len(va) else []
     metrics = [AccumMetric(macro_auroc, activation=ActivationType.Sigmoid, flatten=False)] if kind != 'regression' and len(va) else []
@@ -259,7 +262,7 @@ def run_protocol(protocol:str, # one of `PROTOCOLS`
                  features=None, # frozen features [N, E] (linear, frozen_mlp)
                  signals=None, # ECGs (store or array) for the rows of y (finetune, scratch)
                  encoder:nn.Module|None=None, # the encoder to finetune, or a fresh one for scratch
-                 seed:int=0, epochs:int=5, bs:int=64, lr:float=1e-3, lr_div:float=10, patience:int=2,
+                 seed:int=0, epochs:int=5, bs:int=64, lr:float=1e-3, lr_div:float=10, patience:int=2, min_steps:int=10,
                  mlp_epochs:int=30, mlp_lr:float=1e-2, # the frozen-feature MLP's own (cheap) schedule
                  device=None, probe_kw:dict|None=None,
                  history:list|None=None # the fit's per-epoch table (`fit_model`'s `history`) is appended here
@@ -269,7 +272,7 @@ def run_protocol(protocol:str, # one of `PROTOCOLS`
     if protocol == 'linear': return linear_probe(features[train_rows], y[train_rows], features[test_rows], kind, seed, **(probe_kw or {}))
     if protocol not in PROTOCOLS: raise EvaluateError(f'unknown protocol {protocol!r}; known: {", ".join(PROTOCOLS)}')
     yt, back = _standardize(y, train_rows) if kind == 'regression' else (y, lambda p: p)
-    kw = dict(kind=kind, bs=bs, seed=seed, device=device)
+    kw = dict(kind=kind, bs=bs, seed=seed, device=device, min_steps=min_steps)
     with seeded(seed, device):
         if protocol == 'frozen_mlp':
             x, model = features, TaskHead(features.shape[1], y.shape[1])
@@ -305,6 +308,7 @@ class EvalConfig:
     lr:float=1e-3                         # finetune / scratch: learning rate (finetune: the head's)
     lr_div:float=10                       # finetune: the encoder learns at lr / lr_div
     patience:int=2                        # finetune / scratch: epochs without a better validation loss before stopping
+    min_steps:int=10                      # finetune / scratch / frozen_mlp: fewest optimizer steps per epoch (a small label fraction is repeated to fill them)
     mlp_epochs:int=30                     # frozen_mlp: epochs (its own, cheap schedule)
     mlp_lr:float=1e-2                     # frozen_mlp: learning rate
     n_boot:int=1000                       # bootstrap resamples per CI (and permutations per subgroup test)
@@ -342,7 +346,7 @@ class EvalConfig:
 
     def protocol_kw(self) -> dict:
         "The keyword arguments of `run_protocol` that this configuration sets"
-        return {k: getattr(self, k) for k in ('epochs', 'bs', 'lr', 'lr_div', 'patience', 'mlp_epochs', 'mlp_lr', 'device', 'probe_kw')}
+        return {k: getattr(self, k) for k in ('epochs', 'bs', 'lr', 'lr_div', 'patience', 'min_steps', 'mlp_epochs', 'mlp_lr', 'device', 'probe_kw')}
 
 _CV = ('strat_folds', 'standard', 'holdout')
 _RECORDED = ('encoder', 'n_records')   # what `evaluate` records besides the configuration

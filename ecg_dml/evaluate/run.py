@@ -208,6 +208,7 @@ def ecg_dml_evaluate(
     bs:int=_D.bs, # batch size
     lr:float=_D.lr, # learning rate (head; the encoder gets lr/lr_div when finetuning)
     patience:int=_D.patience, # early stopping patience of finetune and scratch (epochs)
+    min_steps:int=_D.min_steps, # fewest optimizer steps per epoch of the trained protocols (small label fractions are repeated)
     mlp_epochs:int=_D.mlp_epochs, # epochs of the frozen_mlp protocol
     n_boot:int=_D.n_boot, # bootstrap resamples per CI
     retrieval:bool_arg=_D.retrieval, # retrieval metrics of the frozen features
@@ -218,7 +219,7 @@ def ecg_dml_evaluate(
     opts = dict(tasks=_csv(tasks), protocols=_csv(protocols), fractions=_csv(fractions, float), seeds=_csv(seeds, int),
                 cv=cv, test_folds=_csv(test_folds, int), valid_folds=_csv(valid_folds, int), arch=arch,
                 encoder_kwargs=json.loads(encoder_kwargs) if encoder_kwargs else None, name=name, random_init=random_init,
-                epochs=epochs, bs=bs, lr=lr, patience=patience, mlp_epochs=mlp_epochs, n_boot=n_boot, retrieval=retrieval,
+                epochs=epochs, bs=bs, lr=lr, patience=patience, min_steps=min_steps, mlp_epochs=mlp_epochs, n_boot=n_boot, retrieval=retrieval,
                 device=device)
     cfg = EvalConfig.of(**{k: v for k, v in opts.items() if v is not None})   # unset: EvalConfig's default
     signals, meta = open_ecgs(data, fs=fs, seconds=seconds, read_kw={'allow_flat': True} if allow_flat else None, progress=False)
