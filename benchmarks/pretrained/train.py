@@ -110,7 +110,8 @@ def pretrain_stage(a, signals, meta, folder:Path, check:bool=False) -> dict:
                  resume=resume, overwrite=not resume)
     (folder/'stdout.log').write_text(log.getvalue())
     done = dict(n_train=n_train, epochs=epochs, steps=steps, seconds=round(time.perf_counter() - t0, 1),
-                folds='1-7 (fold 8 validates)' if check else '1-8', resumed=resume, commit=git_commit())
+                folds='1-7 (fold 8 validates)' if check else '1-8', resumed=resume, commit=git_commit(),
+                command=' '.join(['python', *map(shlex.quote, sys.argv)]))
     write_json(folder/'done.json', done)
     return done
 
@@ -178,18 +179,15 @@ def results_table(R:pd.DataFrame, P:pd.DataFrame, name:str, n_boot:int, seed:int
 def facts(a, done:dict, rows:list[dict], n_records:int) -> dict:
     from ecg_dml.models.pretrained import PTBXL_SOURCE
     s = a.settings
-    sd, age = [r for r in rows if r['task'] == 'superdiagnostic' and r['labels'] == '100%'], \
-              [r for r in rows if r['task'] == 'age' and r['labels'] == '100%']
-    v = {r['model']: r for r in sd + age if 'minus' not in r['model']}
-    pre = next(r for r in sd if r['model'] == a.name); agep = next(r for r in age if r['model'] == a.name)
-    summary = (f"A 12-lead ECG encoder (xresnet1d18, {v[a.name]['value']:.3f} superdiagnostic macro AUROC and "
-               f"{agep['value']:.1f} years age MAE with a linear probe on PTB-XL folds 9-10, against "
-               f"{next(r for r in sd if r['model'] == 'random-init')['value']:.3f} / "
-               f"{next(r for r in age if r['model'] == 'random-init')['value']:.1f} for the same network untrained and "
-               f"{next(r for r in sd if r['model'] == 'handcrafted')['value']:.3f} / "
-               f"{next(r for r in age if r['model'] == 'handcrafted')['value']:.1f} for handcrafted ECG features), "
-               'pretrained without labels by self-supervised deep metric learning on PTB-XL folds 1-8. '
-               f'Embeddings of {pre["n_test"]} unseen test ECGs; see Results for CIs and paired differences.')
+    def val(task, model):
+        return next(r['value'] for r in rows if r['task'] == task and r['labels'] == '100%' and r['model'] == model)
+    n_test = next(r['n_test'] for r in rows if r['task'] == 'superdiagnostic')
+    summary = (f"A 12-lead ECG encoder (xresnet1d18) pretrained without labels by self-supervised deep metric learning on "
+               f"PTB-XL folds 1-8. A linear probe on its embeddings of {n_test} unseen ECGs (PTB-XL folds 9-10) reaches "
+               f"{val('superdiagnostic', a.name):.3f} superdiagnostic macro AUROC and {val('age', a.name):.1f} years age MAE, "
+               f"against {val('superdiagnostic', 'random-init'):.3f} / {val('age', 'random-init'):.1f} for the same "
+               f"network untrained and {val('superdiagnostic', 'handcrafted'):.3f} / {val('age', 'handcrafted'):.1f} for "
+               "handcrafted ECG measurements; see Results for CIs and the paired differences.")
     return dict(
         summary=summary,
         training={**PTBXL_SOURCE, 'records': f'{done["n_train"]} ECGs of PTB-XL strat_folds 1-8 (the copy beside the '
@@ -201,7 +199,8 @@ def facts(a, done:dict, rows:list[dict], n_records:int) -> dict:
                     '(pooled features, before the projection head used in training)'),
         budget=dict(steps=done['steps'], epochs=done['epochs'], batch_size=s['bs'], lr=s['lr'], schedule='one-cycle',
                     seed=s['seed'], seconds=done.get('seconds'), hardware='2 CPU cores',
-                    script='benchmarks/pretrained/train.py', command=' '.join(['python', *map(shlex.quote, sys.argv)])),
+                    script='benchmarks/pretrained/train.py', command=done.get('command'),
+                    card_written_by=' '.join(['python', *map(shlex.quote, sys.argv)])),
         commit=git_commit(),
         trained_at_commit=done.get('commit'),
         results=rows,
