@@ -85,7 +85,7 @@ def test_a_card_that_disagrees_with_its_weights_is_refused(registry, tmp_path):
 def test_unknown_names_and_an_empty_registry(registry, tmp_path):
     with pytest.raises(PretrainedError, match=f'no pretrained encoder named .ecg_dml-ptbxl-resnet1d50. .*known: {DEFAULT_MODEL}'):
         load_pretrained('ecg_dml-ptbxl-resnet1d50', root=registry)
-    with pytest.raises(PretrainedError, match='holds none .*ships no pretrained weights yet'): load_pretrained(root=tmp_path/'empty')
+    with pytest.raises(PretrainedError, match='holds none .*has no pretrained weights'): load_pretrained(root=tmp_path/'empty')
     assert list_pretrained(tmp_path/'empty').empty and pretrained_names(tmp_path/'empty') == []
     assert P.pretrained_root() == Path(P.__file__).parent.parent/'pretrained'   # the package's own registry
 
@@ -202,7 +202,7 @@ def test_models_it_cannot_use_and_folders_without_a_usable_record(run, encoder, 
     with pytest.raises(InputError, match="does not say the fs and seconds"):
         embed_folder(folder, model=(encoder, {'encoder': 'xresnet1d18'}), progress=False)
     with pytest.raises(TypeError, match=r'model=\(encoder, config\)'): resolve_model(encoder)
-    with pytest.raises(PretrainedError, match='ships no pretrained weights yet|known:'): resolve_model('no-such-model')
+    with pytest.raises(PretrainedError, match='has no pretrained weights|known:'): resolve_model('no-such-model')
     with pytest.raises(CheckpointError, match='no such encoder file'): resolve_model(str(tmp_path/'none'/'encoder.pth'))
     bad = tmp_path/'bad'; bad.mkdir()
     for n in ('truncated', 'no_v6'):

@@ -65,3 +65,28 @@ def test_installed_wheel_embeds_a_wfdb_folder(wheel, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == f'10 embedded, 0 skipped (reasons in emb.skipped.csv)'
     assert (tmp_path/'emb.csv').read_text().count('\n') == 11
+
+def test_installed_wheel_ships_the_pretrained_encoder(wheel, tmp_path):
+    "Only the wheel (away from the source tree, no ../shared): load_pretrained() verifies and loads the shipped encoder, "
+    "ecg_dml_embed uses it by default on a WFDB folder, and a tampered copy of its weights is refused, never loaded"
+    target = tmp_path/'site'
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(target), str(wheel)],
+                   check=True)
+    env = {k: v for k, v in os.environ.items() if k != 'ECG_DML_SHARED'} | {'PYTHONPATH': str(target)}
+    code = ("import shutil, torch; from pathlib import Path; import ecg_dml.models.pretrained as P\n"
+            "assert str(P.pretrained_root()).startswith(%r), P.pretrained_root()\n"
+            "enc, card = P.load_pretrained(device='cpu')\n"
+            "assert card['name'] == P.DEFAULT_MODEL and not enc.training\n"
+            "print(tuple(enc(torch.zeros(2, 12, 1000)).shape))\n"
+            "shutil.copytree(P.pretrained_root(), 'reg')\n"
+            "w = Path('reg')/P.DEFAULT_MODEL/'encoder.pth'; b = bytearray(w.read_bytes()); b[-100] ^= 1; w.write_bytes(bytes(b))\n"
+            "try: P.load_pretrained(root='reg'); print('loaded')\n"
+            "except P.PretrainedError as e: print('refused:', 'checksum mismatch' in str(e))\n") % str(target)
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split('\n')[:2] == ['(2, 128)', 'refused: True'], r.stdout
+    data = target/'ecg_dml'/'sample_data'/'ptbxl'/'records100'
+    r = subprocess.run([str(target/'bin'/'ecg_dml_embed'), str(data), '--out', 'emb.npz', '--device', 'cpu',
+                        '--n_workers', '0'], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'model ecg_dml-ptbxl-xresnet1d18' in r.stdout and '250 embedded, 0 skipped' in r.stdout, r.stdout

@@ -236,7 +236,7 @@ def load_pretrained(name:str=DEFAULT_MODEL, # a registered name (`list_pretraine
     if name not in names:
         where = _root(root)
         if not names: raise PretrainedError(f'no pretrained encoder named {name!r}: {where} holds none (this installation '
-                                            'of ecg_dml ships no pretrained weights yet). Use your own run instead: '
+                                            'of ecg_dml has no pretrained weights: its registry folder is empty). Use your own run instead: '
                                             'load_encoder(run_folder), or a run folder as the model to embed with')
         raise PretrainedError(f'no pretrained encoder named {name!r} in {where}; known: {", ".join(names)}')
     return _load(_root(root)/name, name, device)
