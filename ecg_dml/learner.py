@@ -262,7 +262,7 @@ def dml_learner(dls, # `ecg_dls(..., with_ids=True)`
                 csv_log:str|Path|None=None, # write the epoch table (loss, probe, time) to this CSV file
                 clip:float|None=1.0, # gradient norm clipping (None: off)
                 accumulate:int=1, # optimizer step every `accumulate` batches (mining still sees one batch)
-                mixed_precision:bool|None=None, # None: on when the model trains on CUDA
+                mixed_precision:bool|str|None=None, # 'fp16' (or True), 'bf16', False; None: fp16 when the model trains on CUDA
                 opt_func=Adam, lr:float=1e-3, wd:float|None=None, cbs=None, **kwargs) -> Learner:
     "A fastai Learner that trains `model` with metric-learning `loss` (views and `BatchInfo` built on the device)"
     loss = loss if isinstance(loss, FP32Loss) else FP32Loss(loss) if isinstance(loss, nn.Module) else loss
@@ -275,7 +275,10 @@ def dml_learner(dls, # `ecg_dls(..., with_ids=True)`
     learn = Learner(dls, model, loss_func=loss, opt_func=opt_func, lr=lr, wd=wd, splitter=_splitter_with(loss),
                     cbs=cbs, metrics=[probe.metric()] if probe is not None else None, **kwargs)
     if mixed_precision is None: mixed_precision = dls.device.type == 'cuda'
-    if mixed_precision: learn.to_fp16()
+    if mixed_precision not in (True, False, 'fp16', 'bf16'):
+        raise ValueError(f"mixed_precision={mixed_precision!r}: use 'fp16' (or True), 'bf16', False or None")
+    if mixed_precision == 'bf16': learn.to_bf16()      # bfloat16 autocast: fp32's range, no loss scaling
+    elif mixed_precision: learn.to_fp16()             # float16 autocast with a dynamic loss scale
     if isinstance(loss, nn.Module): loss.to(dls.device)
     return learn
 

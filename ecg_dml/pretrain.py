@@ -120,6 +120,7 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
              seed:int=0, probe:bool=True, # log a kNN probe each epoch when labels for it exist (PTB-XL)
              n_workers:int=0, # DataLoader workers
              device=None, # default: `get_device()`
+             mixed_precision:bool|str|None=None, # 'fp16', 'bf16' or False; None: fp16 on CUDA, off on CPU (see `dml_learner`)
              encoder_kw:dict|None=None, # passed to `create_encoder`
              method_kw:dict|None=None, # fields of the method to set (k, tau, margin, objective, positives, ...)
              read_kw:dict|None=None, # a folder's records: options of `read_record` (e.g. `{'allow_flat': True}`)
@@ -160,7 +161,7 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
     pr = _probe(signals, meta, split, seed=seed) if probe and not m.single_lead else None
     learn = dml_learner(dls, model, m.loss(state), views=m.views(), fs=fs, labels=m.needs_labels, seed=seed, probe=pr,
                         checkpoint=out/'checkpoint.pth', config=cfg, csv_log=out/'log.csv', lr=lr, wd=wd, clip=clip,
-                        accumulate=accumulate, cbs=[MiningDiagnostics(purity_labels(meta))])
+                        accumulate=accumulate, mixed_precision=mixed_precision, cbs=[MiningDiagnostics(purity_labels(meta))])
     learn.path, learn.pretrain_config, learn.method = out, cfg, m
     distribute(learn)                      # one process: nothing; several: gathered loss, DDP, rank-0 logging
     if not progress:   # no bars and no printed epoch rows (log.csv has them)
@@ -229,12 +230,14 @@ def ecg_dml_pretrain(
     allow_flat:bool=False, # keep records with a constant (empty) lead instead of skipping them
     seed:int=0,
     device:str=None, # cpu, cuda, cuda:1 ... (default: best available)
+    mixed_precision:str=None, # fp16, bf16 or off (default: fp16 on CUDA, off on CPU)
 ):
     "Pretrain an ECG encoder with self-supervised (or supervised) metric learning and report what it learned"
     from ecg_dml.core import sample_dir
     t0 = time.time()
     learn = pretrain(data or sample_dir(), method=method, encoder=encoder, distance=distance, epochs=epochs, bs=bs, lr=lr,
                      labels=labels, out=out, resume=resume, overwrite=overwrite, seed=seed, device=device,
+                     mixed_precision={'off': False, None: None}.get(mixed_precision, mixed_precision),
                      read_kw={'allow_flat': True} if allow_flat else None, fit=False)
     probe = next((c for c in learn.cbs if isinstance(c, KNNProbe)), None)
     rank, world = rank_world()
