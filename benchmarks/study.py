@@ -68,11 +68,12 @@ S_PER_FIT_EPOCH_1K = 3.0
 S_LINEAR = 40.0              # embedding ~2,000 ECGs + 3 tasks x 5 fractions of probes
 ENCODER_COST = {'xresnet1d18': 1.0, 'resnet1d18': 6.3}
 
-QUICK = dict(steps=6, bs=32, seconds=2.5, seeds=[0], eval_epochs=2, patience=1, n_boot=50, probe_cs=[1e-3, 0.1],
+QUICK = dict(steps=6, bs=32, seconds=2.5, seeds=[0], eval_epochs=2, patience=1, min_steps=2, n_boot=50, probe_cs=[1e-3, 0.1],
              methods=list(STUDY_METHODS))
 # Full: 600 steps (about 28 epochs of folds 1-7 at batch 64); decisive comparisons with two seeds; finetune/scratch
-# up to 40 epochs with patience 8 -- enough for training from scratch to level off on 1,500 ECGs (see fit_curves).
-FULL = dict(steps=600, bs=64, seconds=10.0, seeds=[0, 1], eval_epochs=40, patience=8, n_boot=1000, probe_cs=None,
+# up to 40 epochs with patience 8, each epoch at least 10 optimizer steps (a small label fraction repeated), so 1 % of
+# the labels trains for up to 400 steps, not 40 -- enough for training from scratch to level off (see fit_curves).
+FULL = dict(steps=600, bs=64, seconds=10.0, seeds=[0, 1], eval_epochs=40, patience=8, min_steps=10, n_boot=1000, probe_cs=None,
             methods=list(STUDY_METHODS))
 
 
@@ -95,6 +96,8 @@ def parse_args(argv=None):
     p.add_argument('--eval-epochs', type=int, default=None, help=f'epoch cap of finetune/scratch (one-cycle, early '
                    f'stopping) [full {FULL["eval_epochs"]}, quick {QUICK["eval_epochs"]}]')
     p.add_argument('--patience', type=int, default=None, help=f'early-stopping patience in epochs [full {FULL["patience"]}, quick {QUICK["patience"]}]')
+    p.add_argument('--min-steps', type=int, default=None, help=f'fewest optimizer steps per epoch of finetune/scratch '
+                   f'(a small label fraction is repeated to fill them) [{FULL["min_steps"]}]')
     p.add_argument('--n-boot', type=int, default=None, help=f'bootstrap resamples per CI [full {FULL["n_boot"]}, quick {QUICK["n_boot"]}]')
     p.add_argument('--probe-cs', default=None, help='comma-separated inverse L2 strengths of the logistic probe '
                    '[full: the library default; quick: 0.001,0.1]')
@@ -143,7 +146,7 @@ def unit_settings(a) -> dict:
     """What a stored unit depends on: a rerun with other values must not reuse it (not --synthetic or --seeds: units
     are named by them, so a later run can add seeds or the synthetic axis to a finished study)"""
     return dict(data=str(a.data), encoder=a.encoder, seconds=a.seconds, steps=a.steps, bs=a.bs, lr=a.lr,
-                eval_epochs=a.eval_epochs, patience=a.patience, n_boot=a.n_boot, probe_cs=a.probe_cs,
+                eval_epochs=a.eval_epochs, patience=a.patience, min_steps=a.min_steps, n_boot=a.n_boot, probe_cs=a.probe_cs,
                 test_folds=list(TEST_FOLDS), valid_fold=VALID_FOLD, tasks=list(TASKS), fractions=list(FRACTIONS),
                 ft_tasks=list(FT_TASKS), ft_fractions=list(FT_FRACTIONS))
 
@@ -268,7 +271,7 @@ def evaluate_unit(a, method:str, seed:int, protocol:str, signals, meta, folder:P
         warnings.simplefilter('ignore')
         part = evaluate(spec, (signals, meta), tasks=tasks, protocols=(protocol,), fractions=fractions, seeds=(seed,),
                         cv='holdout', test_folds=TEST_FOLDS, valid_folds=(VALID_FOLD,), random_init=method == BASELINE,
-                        name=method, epochs=a.eval_epochs, patience=a.patience, n_boot=a.n_boot, retrieval=False,
+                        name=method, epochs=a.eval_epochs, patience=a.patience, min_steps=a.min_steps, n_boot=a.n_boot, retrieval=False,
                         subgroup_fraction=1.0 if protocol == 'linear' else None, verbose=False,
                         probe_kw=None if a.probe_cs is None else dict(Cs=tuple(a.probe_cs), n_folds=2))
     part.save(folder, plots=False, features=False)
