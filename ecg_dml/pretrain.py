@@ -54,7 +54,8 @@ def _probe(signals, meta, split, max_n=2000, seed=0):
 PRETRAIN_DEFAULTS = dict(encoder='xresnet1d18', epochs=5, bs=64, lr=1e-3)   # measured in "Choosing the defaults"
 
 # %% ../nbs/41_pretrain.ipynb #1a3e4639
-def _labels(labels, meta):
+def _mining_labels(labels, meta):
+    "The targets of supervised mining (`pretrain(labels=...)`): a column of `meta` or an array; class names become ids"
     if labels is None: return None
     if isinstance(labels, str):
         if labels not in meta: raise KeyError(f'labels={labels!r} is not a column of the data: {list(meta.columns)}')
@@ -140,7 +141,7 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
                fs=float(fs), seconds=float(seconds), seed=seed, world_size=world, encoder_kw=encoder_kw or {})
     set_seed(seed)
     signals, meta = _first_rank_first(lambda: open_ecgs(data, dest=out/'store', fs=fs, seconds=seconds, read_kw=read_kw, progress=progress), rank, world)
-    y = _labels(labels, meta)
+    y = _mining_labels(labels, meta)
     if m.needs_labels and y is None: raise ValueError(f'method {cfg["method"]!r} needs labels= (a column name or an array)')
     if split is None: split = pretrain_split(meta, seed=seed)
     else:

@@ -8,7 +8,8 @@ from ecg_dml import _lazy_exports
 
 _FROM = {  # submodule -> the public names it defines
     'sources': ['open_ecgs', 'DataError'],
-    'wfdb':    ['read_record', 'scan_wfdb', 'RecordError'],
+    'wfdb':    ['read_record', 'scan_wfdb'],
+    'header':  ['RecordError'],
     'ptbxl':   ['ptbxl_index', 'fold_split', 'patient_split', 'label_matrix', 'SUPERCLASSES', 'PTBXLError'],
     'store':   ['build_store', 'ECGStore', 'validate_store', 'StoreError'],
     'beats':   ['add_beats', 'beat_templates', 'BeatStore'],

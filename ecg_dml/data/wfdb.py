@@ -4,7 +4,6 @@
 
 # %% ../../nbs/01_data.wfdb.ipynb #d2900e0d
 from __future__ import annotations
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -12,65 +11,15 @@ import numpy as np
 import pandas as pd
 import wfdb
 from ..core import LEADS
+from .header import (RecordError, normalise_lead_name, parse_comments, PLAUSIBLE_FS, fs_defaulted,
+    gain_defaulted, _LEAD_ALIASES, _LEAD_PREFIX, _ANGLE_KV, _KV, _NA, _CODE_LISTS, _comment_value, _TO_MV, _FLAC,
+    _BYTES_PER_SAMPLE, _record_path, _read_header, _channels, _file_problems, _header_problems, _select,
+    _missing_problem, _fs_problem, _number, _header_lines, _field_problems, _fs_omitted, _gain_omitted, _plan)
+_all_ = ['PLAUSIBLE_FS', 'RecordError', 'normalise_lead_name', 'parse_comments', 'fs_defaulted', 'gain_defaulted']
 
 # %% auto #0
-__all__ = ['PLAUSIBLE_FS', 'MAX_MEDIAN_STEP_MV', 'MIN_SPAN_MV', 'MAX_SPAN_MV', 'MAX_LEVEL_MV', 'RecordError',
-           'normalise_lead_name', 'parse_comments', 'ECGRecord', 'fs_defaulted', 'gain_defaulted', 'read_record',
-           'scan_wfdb']
-
-# %% ../../nbs/01_data.wfdb.ipynb #8090de4b
-class RecordError(Exception):
-    "A WFDB record that cannot be used: `.record` is its path, `.problem` what is wrong with it"
-    def __init__(self, record, # the record's path (without extension)
-                 problem:str   # what is wrong, in plain words
-                ):
-        self.record, self.problem = str(record), str(problem)
-        super().__init__(f'{self.record}: {self.problem}')
-    def __reduce__(self): return (RecordError, (self.record, self.problem))  # survives pickling (worker processes)
-
-# %% ../../nbs/01_data.wfdb.ipynb #bf5d6bfb
-_LEAD_ALIASES = {**{l.lower(): l for l in LEADS}, 'mli': 'I', 'mlii': 'II', 'mliii': 'III',
-                 'di': 'I', 'dii': 'II', 'diii': 'III'}
-_LEAD_PREFIX = re.compile(r'^(?:(?:ecg|ekg|lead)[\s_.:-]*)+')
-
-def normalise_lead_name(name:str # a channel name as written in a header (`AVR`, `MLII`, `ECG lead II`, ...)
-                       ) -> str|None:
-    "The standard name (from `LEADS`) of the lead `name` denotes, or `None` if it is not one of the 12 standard leads"
-    if not isinstance(name, str) or name.strip().startswith('-'): return None  # '-aVR' is inverted aVR
-    s = _LEAD_PREFIX.sub('', name.strip().lower())
-    return _LEAD_ALIASES.get(re.sub(r'[\s_.:-]', '', s))
-
-# %% ../../nbs/01_data.wfdb.ipynb #0dbc7f75
-_ANGLE_KV = re.compile(r'<([^<>]+)>:\s*(.*?)(?=\s*<[^<>]+>:|$)')
-_KV = re.compile(r'^([A-Za-z][A-Za-z0-9 _()/.%+\-]{0,80}?)\s*:\s*(.*)$')
-_NA = {'', 'n/a', 'na', 'nan', 'none', '(none)', 'unknown', '?'}
-_CODE_LISTS = ('dx', 'rx', 'hx', 'sx')
-
-def _comment_value(key, v):
-    v = v.strip()
-    if key in _CODE_LISTS: return [c.strip() for c in v.split(',') if c.strip().lower() not in _NA] or None
-    if v.lower() in _NA: return None
-    for typ in (int, float):
-        try: return typ(v)
-        except ValueError: pass
-    return v
-
-def parse_comments(lines:Sequence[str] # header comment lines, without the leading '#' (wfdb's `Record.comments`)
-                  ) -> dict:
-    "Key/value metadata from WFDB header comments; free-text lines go to `notes`"
-    out, notes = {}, []
-    for line in lines:
-        line = line.strip().lstrip('#').strip()
-        pairs = _ANGLE_KV.findall(line) if line.startswith('<') else []
-        if not pairs and (m := _KV.match(line)): pairs = [m.groups()]
-        if not pairs:
-            if line: notes.append(line)
-            continue
-        for k, v in pairs:
-            key = re.sub(r'[^0-9a-z]+', '_', k.lower()).strip('_')
-            if key: out.setdefault(key, _comment_value(key, v))
-    if notes: out['notes'] = notes
-    return out
+__all__ = ['MAX_MEDIAN_STEP_MV', 'MIN_SPAN_MV', 'MAX_SPAN_MV', 'MAX_LEVEL_MV', 'ECGRecord', 'read_record', 'scan_wfdb',
+           'PLAUSIBLE_FS', 'RecordError', 'normalise_lead_name', 'parse_comments', 'fs_defaulted', 'gain_defaulted']
 
 # %% ../../nbs/01_data.wfdb.ipynb #44bb3a6d
 @dataclass(repr=False)
@@ -87,161 +36,6 @@ class ECGRecord:
     def seconds(self) -> float: return self.signal.shape[1]/self.fs
     def __repr__(self):
         return f'ECGRecord({self.name}: {len(self.leads)} leads x {self.signal.shape[1]} samples at {self.fs:g} Hz)'
-
-# %% ../../nbs/01_data.wfdb.ipynb #737bdf87
-_TO_MV = {'mv': 1.0, 'uv': 1e-3, 'µv': 1e-3, 'μv': 1e-3, 'nv': 1e-6, 'v': 1e3}  # ECG units -> factor to mV
-_FLAC = ('508', '516', '524')  # compressed formats: no fixed size
-_BYTES_PER_SAMPLE = {'8': 1, '16': 2, '24': 3, '32': 4, '61': 2, '80': 1, '160': 2, '212': 1.5, '310': 4/3, '311': 4/3}
-
-def _record_path(path) -> Path:
-    "Absolute record path without extension (`x.hea`, `x.dat` and `x` all name record `x`)"
-    p = Path(path).expanduser().absolute()
-    if p.suffix and not Path(f'{p}.hea').exists() and p.with_suffix('.hea').exists(): p = p.with_suffix('')
-    return p
-
-def _read_header(p:Path):
-    "wfdb's header of record `p` (a `Record`, or a `MultiRecord` with its segment headers), errors as `RecordError`"
-    if not Path(f'{p}.hea').exists(): raise RecordError(p, f'header file {p.name}.hea not found')
-    try: h = wfdb.rdheader(str(p))
-    except Exception as e:
-        raise RecordError(p, f'header file {p.name}.hea cannot be parsed, is it a WFDB header? ({type(e).__name__}: {e})') from e
-    if not isinstance(h, wfdb.MultiRecord): return h
-    try: return wfdb.rdheader(str(p), rd_segments=True)
-    except FileNotFoundError as e:
-        raise RecordError(p, f'multi-segment record whose segment header {Path(e.filename).name} is missing') from e
-    except Exception as e:
-        raise RecordError(p, f'a segment header of this multi-segment record cannot be parsed ({type(e).__name__}: {e})') from e
-
-def _channels(h) -> tuple[list, list]:
-    "Channel names and units of a header (for a multi-segment record: from its layout or first segment)"
-    if isinstance(h, wfdb.MultiRecord): h = next((s for s in h.segments if s is not None), h)
-    return list(h.sig_name or []), list(h.units or [])
-
-def _file_problems(h, folder:Path, chans=None) -> list[str]:
-    "Missing, truncated or over-long data files of single-segment header `h` (only files holding channels `chans`)"
-    files = {}
-    for i, (fn, fmt, spf) in enumerate(zip(h.file_name, h.fmt, h.samps_per_frame)):
-        f = files.setdefault(fn, dict(fmt=fmt, spf=0, off=(h.byte_offset or [None]*h.n_sig)[i] or 0, used=False))
-        f['spf'] += spf or 1
-        f['used'] |= chans is None or i in chans
-    out = []
-    for fn, f in files.items():
-        if fn == '~' or not f['used']: continue
-        if f['fmt'] not in _BYTES_PER_SAMPLE and f['fmt'] not in _FLAC:
-            out.append(f'data file {fn} is declared in format {f["fmt"]!r}, which is not a WFDB signal format'); continue
-        if not (folder/fn).exists(): out.append(f'data file {fn} is missing'); continue
-        if not h.sig_len or f['fmt'] not in _BYTES_PER_SAMPLE: continue
-        held = ((folder/fn).stat().st_size - f['off'])/(_BYTES_PER_SAMPLE[f['fmt']]*f['spf'])
-        if held < h.sig_len:
-            out.append(f'data file {fn} is truncated: it holds {max(int(held), 0)} samples per lead, the header announces {h.sig_len}')
-        elif int(held) > h.sig_len:
-            out.append(f'header/data mismatch: data file {fn} holds {int(held)} samples per lead, the header announces {h.sig_len}')
-    return out
-
-def _header_problems(h, p:Path, chans=None) -> list[str]:
-    "What the header and file sizes already tell is wrong with record `p`"
-    if isinstance(h, wfdb.MultiRecord):
-        segs = [s for s in h.segments if s is not None and s.sig_len]
-        return [f'segment {s.record_name}: {q}' for s in segs for q in _file_problems(s, p.parent)]
-    if not h.n_sig: return ['the header lists no signals']
-    described = len(h.file_name or [])
-    if described < h.n_sig: return [f'the header announces {h.n_sig} signals but describes {described}']
-    if all(f == '~' for f in h.file_name):
-        return ['layout header only (no samples): it describes the channels of a multi-segment record']
-    return _file_problems(h, p.parent, chans) + (['the header announces 0 samples'] if h.sig_len == 0 else [])
-
-# %% ../../nbs/01_data.wfdb.ipynb #6291234a
-def _select(names, leads):
-    "(wanted lead names, channel index or None for each, problems) for channel `names` and request `leads`"
-    norm = [normalise_lead_name(n) for n in names]
-    if leads is None: want = [l for l in norm if l]
-    else:
-        want = [normalise_lead_name(l) for l in leads]
-        if not want or None in want: raise ValueError(f'leads must be names from {LEADS}, got {leads}')
-    dups = sorted({l for l in want if norm.count(l) > 1})
-    probs = [f'several channels map to lead {l}: ' + ', '.join(n for n, m in zip(names, norm) if m == l) for l in dups]
-    if not want: probs.append(f'no standard ECG lead among the channels {", ".join(map(str, names))}')
-    return want, [norm.index(l) if l in norm else None for l in want], probs
-
-def _missing_problem(want, idx, names) -> str|None:
-    absent = [l for l, i in zip(want, idx) if i is None]
-    if not absent: return None
-    unknown = [str(n) for n in names if normalise_lead_name(n) is None]
-    return (f'missing lead(s) {", ".join(absent)}; the channels are {", ".join(map(str, names))}'
-            + (f' ({", ".join(unknown)}: not a standard ECG lead)' if unknown else ''))
-
-def _fs_problem(h, fs) -> str|None:
-    if fs is not None and abs(float(h.fs) - fs) > 1e-6*fs:
-        return f'unexpected fs: the record is sampled at {float(h.fs):g} Hz, {fs:g} Hz expected'
-    return None
-
-def _number(tok:str) -> float|None:
-    "The number a header field starts with (`1000.0(0)/mV` -> 1000.0, `100/0.5` -> 100.0); None when it is not one"
-    try: return float(re.split(r'[/(]', tok, 1)[0])
-    except ValueError: return None
-
-def _header_lines(p:Path) -> list[str]:
-    "The record and signal lines of record `p`'s header text (comments and blank lines dropped; [] when unreadable)"
-    try: return [l for l in Path(f'{p}.hea').read_text(errors='replace').splitlines() if l.strip() and not l.lstrip().startswith('#')]
-    except OSError: return []
-
-PLAUSIBLE_FS = (25., 100_000.)  # Hz: a header's sampling frequency outside this range is not an ECG's (or not the truth)
-
-def _field_problems(p:Path, h, idx, lines:list[str]|None=None) -> list[str]:
-    """Implausible values of the header's sampling frequency and of the ADC gains of channels `idx`, read from its text
-    (`lines`: the text's `_header_lines` when the caller has read them already)"""
-    if not isinstance(h, wfdb.Record): return []
-    if lines is None: lines = _header_lines(p)
-    out, rec = [], lines[0].split() if lines else []
-    if len(rec) > 2:      # a record line without the field means WFDB's default 250 Hz (reported by scan_wfdb)
-        f, (lo, hi) = _number(rec[2]), PLAUSIBLE_FS
-        if f is None: out.append(f'header field sampling frequency is {rec[2]!r}, not a number')
-        elif not (np.isfinite(f) and f > 0): out.append(f'header field sampling frequency is {rec[2]}: it must be a positive number of Hz')
-        elif not lo <= f <= hi: out.append(f'header field sampling frequency is {rec[2]} Hz: not an ECG sampling rate ({lo:g}–{hi:g} Hz)')
-        elif h.fs is None or abs(float(h.fs) - f) > 1e-9*f: out.append(f'header field sampling frequency {rec[2]!r} is read by wfdb as {h.fs}')
-    sig = lines[1:1 + (h.n_sig or 0)]
-    for i in sorted({i for i in idx if i is not None}):
-        toks, name = (sig[i].split() if i < len(sig) else []), (h.sig_name[i] if h.sig_name else i)
-        if len(toks) <= 2: continue   # no gain field: WFDB's default gain (reported by scan_wfdb)
-        g = _number(toks[2])
-        if g is None: out.append(f'header field ADC gain of channel {name} is {toks[2]!r}, not a number')
-        elif g == 0: out.append(f'header field ADC gain of channel {name} is 0: an uncalibrated signal, its amplitude in mV is unknown')
-        elif not (np.isfinite(g) and g > 0): out.append(f'header field ADC gain of channel {name} is {toks[2]}: it must be a positive number of ADC units per mV')
-    return out
-
-def _fs_omitted(lines:list[str]) -> bool:
-    "Whether the header text `lines` (see `_header_lines`) omits the sampling frequency"
-    return bool(lines) and len(lines[0].split()) < 3
-
-def _gain_omitted(lines:list[str]) -> list[str]:
-    "The channels whose signal line in the header text `lines` omits the ADC gain"
-    if not lines or '/' in lines[0].split()[0]: return []    # a multi-segment header lists segments, not signals
-    n = _number(rec[1]) if len(rec := lines[0].split()) > 1 else None
-    if n is None or not 0 < n < len(lines): n = len(lines) - 1   # the header's own count when it is usable
-    sig = lines[1:1 + int(n)]
-    return [(t[-1] if len(t) > 8 else str(i)) for i, t in enumerate(l.split() for l in sig) if len(t) <= 2]
-
-def fs_defaulted(p) -> bool:
-    "Whether record `p`'s header omits the sampling frequency (WFDB then assumes 250 Hz)"
-    return _fs_omitted(_header_lines(_record_path(p)))
-
-def gain_defaulted(p) -> list[str]:
-    "The channels of record `p` whose header line omits the ADC gain (WFDB then assumes 200 units per mV)"
-    return _gain_omitted(_header_lines(_record_path(p)))
-
-def _plan(p:Path, h, leads, fs=None, missing='raise', lines:list[str]|None=None):
-    """(channel names, wanted leads, their channel indices, problems the header and file sizes reveal); `lines`: the
-    header's text as `_header_lines`, when the caller has read it already"""
-    names, units = _channels(h)
-    want, idx, probs = _select(names, leads)
-    if missing == 'raise' and (q := _missing_problem(want, idx, names)): probs.append(q)
-    probs += _field_problems(p, h, idx, lines)
-    if not probs and (q := _fs_problem(h, fs)): probs.append(q)
-    probs += [f'lead {l} is recorded in {units[i]!r}, not a voltage' for l, i in zip(want, idx)
-              if i is not None and str(units[i] or 'mV').lower() not in _TO_MV]
-    if want and all(i is None for i in idx) and not probs: probs.append('none of the requested leads is present')
-    cols = None if probs else {i for i in idx if i is not None}  # a record with problems: check all its files
-    return names, want, idx, probs + _header_problems(h, p, cols)
 
 # %% ../../nbs/01_data.wfdb.ipynb #1d936558
 MAX_MEDIAN_STEP_MV = 1.0  # a lead whose median sample-to-sample step exceeds this (mV) is noise, not an ECG

@@ -42,7 +42,9 @@ MIN_REGRESSION = 5  # fewest training labels a regression run accepts
 class EvaluateError(ValueError):
     "An evaluation that cannot run: unknown task/protocol, missing metadata, an encoder or checkpoint that cannot load"
 
-def _labels(v) -> list: return ast.literal_eval(v) if isinstance(v, str) else list(v)
+def _label_list(v) -> list:
+    "A record's label list, from the list or its stored repr (`\"['NORM', 'MI']\"`)"
+    return ast.literal_eval(v) if isinstance(v, str) else list(v)
 
 def task_targets(meta:pd.DataFrame, # one row per record: `superdiagnostic` (list or its repr) and `age`
                  task:str # a key of `TASK_KINDS`
@@ -55,7 +57,7 @@ def task_targets(meta:pd.DataFrame, # one row per record: `superdiagnostic` (lis
         a = pd.to_numeric(meta['age'], errors='coerce').to_numpy(np.float64)
         rows = np.flatnonzero(np.isfinite(a))
         return rows, a[rows, None].astype(np.float32), ['age'], 'regression'
-    sup = pd.DataFrame({'superdiagnostic': meta['superdiagnostic'].map(_labels).to_numpy()})
+    sup = pd.DataFrame({'superdiagnostic': meta['superdiagnostic'].map(_label_list).to_numpy()})
     rows = np.flatnonzero(sup.superdiagnostic.map(lambda l: any(c in SUPERCLASSES for c in l)))
     y, classes = label_matrix(sup.iloc[rows], 'superdiagnostic', classes=SUPERCLASSES)
     if task == 'norm_vs_abnormal': y, classes = y[:, 1:].max(1, keepdims=True), ['abnormal']

@@ -15,7 +15,7 @@ from . import embed as _embed, metrics as _metrics
 from .embed import Embeddings
 from .metrics import MetricError, bootstrap_metrics, retrieval_metrics
 from .subgroups import subgroups, subgroup_metrics, forest_plot
-from .protocols import EvaluateError, _labels, task_targets
+from .protocols import EvaluateError, _label_list, task_targets
 
 # %% auto #0
 __all__ = ['EvalResults', 'plot_learning_curves', 'load_results', 'merge_results']
@@ -108,7 +108,7 @@ class EvalResults:
         "`evaluate.embed.plot_embedding_map` (PCA, t-SNE) of one encoder's frozen features, coloured by superdiagnostic label set"
         seed = self._seed(seed)
         e = self.embeddings[(encoder, seed)]
-        sup = self.meta.set_index('ecg_id').superdiagnostic.reindex(e.ids).map(lambda v: '+'.join(_labels(v)) or 'none')
+        sup = self.meta.set_index('ecg_id').superdiagnostic.reindex(e.ids).map(lambda v: '+'.join(_label_list(v)) or 'none')
         return _embed.plot_embedding_map(e, sup.to_numpy(), seed=seed, max_classes=6,
                                          title=kw.pop('title', f'{encoder} features (seed {seed})'), **kw)
 

@@ -4,158 +4,21 @@
 
 # %% ../../nbs/32_metric.miners.ipynb #d96b8a17
 from __future__ import annotations
-from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from ..core import BatchInfo, get_device, read_rows
 from .distances import pairwise_distances
+from .miner_base import (MiningError, Triplets, negative_mask, pick_among_k, Miner, finite_distances,
+    RecordIndex, RecordLookup, MinedPairs, embedding_distances, _same, _rand, _topk_mask, _random_choice, _per_anchor)
+_all_ = ['Triplets', 'MiningError', 'negative_mask', 'pick_among_k', 'Miner', 'finite_distances', 'RecordIndex',
+         'RecordLookup', 'MinedPairs', 'embedding_distances']
 
 # %% auto #0
-__all__ = ['Triplets', 'MiningError', 'negative_mask', 'pick_among_k', 'Miner', 'finite_distances', 'RecordIndex', 'RecordLookup',
-           'MinedPairs', 'embedding_distances', 'InputDistanceMiner', 'relation_masks', 'EmbeddingMiner', 'LabelMiner',
-           'ContinuousTargetMiner', 'knn_graph', 'KNNGraphMiner', 'knn_order']
-
-# %% ../../nbs/32_metric.miners.ipynb #d83dafa3
-class MiningError(ValueError):
-    "A miner cannot work on this batch: information it needs is missing from `BatchInfo`, or shapes do not match"
-
-Triplets = tuple[Tensor, Tensor, Tensor]
-
-def _same(v:Tensor|None, R:int, device) -> Tensor|None:
-    "[R, R] bool: rows with equal `v` (None when `v` is None)"
-    if v is None: return None
-    if len(v) != R: raise MiningError(f'batch information has {len(v)} rows but the embedding has {R}')
-    v = v.to(device)
-    return v[:, None] == v[None, :]
-
-def negative_mask(info:BatchInfo, # the batch information
-                  R:int, # number of rows
-                  device=None, # device of the mask
-                  exclude_same_patient:bool=True # rows of the anchor's patient are never negatives
-                 ) -> Tensor:
-    "[R, R] bool: may row j be a negative of anchor i? Never i itself, another view of the same ECG, the same record, nor (by default) the same patient"
-    m = ~torch.eye(R, dtype=torch.bool, device=device)
-    for f in ('sample_ids', 'record_ids') + (('patient_ids',) if exclude_same_patient else ()):
-        s = _same(getattr(info, f), R, device)
-        if s is not None: m &= ~s
-    return m
-
-def _rand(shape, device, generator:torch.Generator|None=None) -> Tensor:
-    "Uniform [0, 1) numbers drawn from `generator` on its own device, moved to `device`"
-    gdev = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=gdev).to(device)
-
-def pick_among_k(d:Tensor, # [R, C] scores (distances)
-                 ok:Tensor, # [R, C] bool: allowed entries
-                 k:int, # choose among this many smallest (largest) allowed entries per row
-                 largest:bool=False, # choose among the largest instead of the smallest
-                 generator:torch.Generator|None=None # for the random choice (k > 1)
-                ) -> Tensor:
-    "[R] per row, a uniformly random column among its `k` smallest (largest) allowed entries of `d`; -1 where none"
-    ok = ok & torch.isfinite(d)
-    k = max(1, min(int(k), d.shape[1]))
-    v, i = d.masked_fill(~ok, float('-inf') if largest else float('inf')).topk(k, dim=1, largest=largest)
-    n_ok = torch.isfinite(v).sum(1)          # valid candidates come first: topk sorts them
-    j = torch.zeros_like(n_ok) if k == 1 else (_rand(len(d), d.device, generator) * n_ok).long().clamp(max=k - 1)
-    return torch.where(n_ok > 0, i.gather(1, j[:, None]).squeeze(1), -1)
-
-def _topk_mask(d:Tensor, ok:Tensor, k:int, largest:bool) -> Tensor:
-    "[R, C] bool: the `k` smallest (largest) allowed entries of each row"
-    ok = ok & torch.isfinite(d)
-    v, i = d.masked_fill(~ok, float('-inf') if largest else float('inf')).topk(max(1, min(k, d.shape[1])), 1, largest)
-    return torch.zeros_like(ok).scatter_(1, i, torch.isfinite(v))
-
-def _random_choice(ok:Tensor, generator:torch.Generator|None=None) -> Tensor:
-    "[R] a uniformly random allowed column per row (-1 where none)"
-    r = _rand(ok.shape, ok.device, generator).masked_fill(~ok, -1.)
-    return torch.where(ok.any(1), r.argmax(1), -1)
-
-def _per_anchor(p:Tensor, n:Tensor) -> Triplets:
-    "(a, p, n) for the rows that have both a positive and a distinct negative"
-    keep = (p >= 0) & (n >= 0) & (p != n)
-    return torch.arange(len(p), device=p.device)[keep], p[keep], n[keep]
-
-# %% ../../nbs/32_metric.miners.ipynb #6303d0cc
-class Miner:
-    "Base class: `miner(x_or_emb, info) -> (a, p, n)` int64 row indices, mined without gradients; `.stats` of the last call"
-    input_space = False   # True: mines on raw ECGs (`info.raw`), a loss must provide them
-    def __call__(self, x:Tensor, # [R, D] embeddings (or raw ECGs [R, leads, T] for input-space miners without info.raw)
-                 info:BatchInfo|None=None # the batch's information; rows match x
-                ) -> Triplets:
-        info = BatchInfo() if info is None else info
-        with torch.no_grad(): a, p, n = self.mine(x, info)
-        self.stats = dict(n_triplets=len(a), anchor_fraction=a.unique().numel() / max(len(x), 1))
-        return a, p, n
-
-    def mine(self, x:Tensor, info:BatchInfo) -> Triplets: raise NotImplementedError
-    def __repr__(self):
-        kw = ', '.join(f'{k}={v!r}' for k, v in vars(self).items() if k != 'stats' and not isinstance(v, Tensor))
-        return f'{type(self).__name__}({kw})'
-
-def finite_distances(x:Tensor, # [B, ...] ECGs, templates or embeddings; rows with a NaN/inf value are "missing"
-                     y:Tensor|None=None, # [B', ...]; `None`: x against itself
-                     metric:str='euclidean', **metric_kw) -> Tensor:
-    "`pairwise_distances`, with `inf` to and from every row that is not all finite (a template of a record without beats)"
-    bx = ~torch.isfinite(x.flatten(1)).all(1)
-    by = bx if y is None else ~torch.isfinite(y.flatten(1)).all(1)
-    if not (bx.any() or by.any()): return pairwise_distances(x, y, metric=metric, **metric_kw)
-    x0 = x.masked_fill(bx.view(-1, *[1] * (x.ndim - 1)), 0.)      # a NaN would reach every distance of the batch
-    y0 = None if y is None else y.masked_fill(by.view(-1, *[1] * (y.ndim - 1)), 0.)
-    d = pairwise_distances(x0, y0, metric=metric, **metric_kw)
-    return d.masked_fill(bx[:, None] | by[None, :], float('inf'))
-
-class RecordIndex:
-    "Positions of record ids in a table (a kNN graph, an array of templates): `index.rows(record_ids)`"
-    def __init__(self, ids, # the record id of each row of the table
-                 what:str='the table'): # named in errors
-        ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
-        self._ids, self._order, self.what = *ids.sort(), what
-    def __len__(self): return len(self._ids)
-    def rows(self, record_ids:Tensor) -> Tensor:
-        "The row of each record id (int64, on the CPU); `MiningError` naming ids the table does not hold"
-        rid = torch.as_tensor(record_ids).cpu().long().contiguous()
-        at = torch.searchsorted(self._ids, rid).clamp(max=len(self._ids) - 1)
-        found = self._ids[at] == rid
-        if not found.all(): raise MiningError(f'record ids {rid[~found][:5].tolist()} are not in {self.what}')
-        return self._order[at]
-
-class RecordLookup:
-    "Per-record arrays (e.g. beat templates) by record id: `lookup(record_ids, device)` -> float32 `[R, ...]`"
-    def __init__(self, source, # a `BeatStore`, anything with `get_batch(rows)`, or an array/tensor [N, ...]
-                 ids): # the record id of each row of `source`
-        if len(ids) != len(source): raise MiningError(f'{len(ids)} record ids for {len(source)} rows')
-        self.source, self.index = source, RecordIndex(ids, 'the lookup table')
-    def __len__(self): return len(self.index)
-    def __call__(self, record_ids:Tensor, device=None) -> Tensor:
-        r = self.index.rows(record_ids)
-        return torch.as_tensor(read_rows(self.source, r.numpy()), device=device)
-
-@dataclass
-class MinedPairs:
-    "The positive pairs a loss used in its last batch, by record id (for diagnostics such as positive purity)"
-    anchors:Tensor    # [P] record id of each pair's anchor
-    positives:Tensor  # [P] record id of each pair's positive
-    batch:Tensor      # [R] record id of every row of the batch
-
-    @classmethod
-    def of(cls, info:BatchInfo, a:Tensor, p:Tensor) -> MinedPairs|None:
-        "The pairs `(a, p)` of batch rows, by record id (None when the batch has no record ids)"
-        if info.record_ids is None: return None
-        r = info.record_ids.detach().cpu()
-        return cls(r[a.cpu()], r[p.cpu()], r)
-
-def embedding_distances(emb:Tensor, # [R, D] embeddings
-                        distance='sqeuclidean', # 'sqeuclidean', 'euclidean', 'cosine' (1 - cos), or a pml distance object (its own normalisation)
-                        normalize:bool=True # L2-normalise the embeddings first (as the losses do)
-                       ) -> Tensor:
-    "[R, R] distances between embeddings, measured as the losses measure them"
-    if emb.ndim != 2: raise MiningError(f'embeddings must be [R, D], got shape {tuple(emb.shape)}')
-    if not isinstance(distance, str):   # a pytorch-metric-learning distance object, shared with the loss
-        m = distance(emb)
-        return 1 - m if distance.is_inverted else m
-    return pairwise_distances(F.normalize(emb, dim=1) if normalize else emb, metric=distance)
+__all__ = ['InputDistanceMiner', 'relation_masks', 'EmbeddingMiner', 'LabelMiner', 'ContinuousTargetMiner', 'knn_graph',
+           'KNNGraphMiner', 'knn_order', 'Triplets', 'MiningError', 'negative_mask', 'pick_among_k', 'Miner',
+           'finite_distances', 'RecordIndex', 'RecordLookup', 'MinedPairs', 'embedding_distances']
 
 # %% ../../nbs/32_metric.miners.ipynb #0ad67a51
 class InputDistanceMiner(Miner):
