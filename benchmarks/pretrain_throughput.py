@@ -19,7 +19,7 @@ from ecg_dml.methods import get_method
 
 def measure(data, method, encoder, bs, out, epochs=1):
     learn = pretrain(data, method=method, encoder=encoder, bs=bs, epochs=epochs, out=out/method, progress=False,
-                     probe=False, fit=False, labels='age' if get_method(method).needs_labels else None)
+                     probe=False, fit=False, target='age' if get_method(method).needs_labels else None)
     timer = StepTimer(skip=2)
     learn.add_cb(timer)
     t = time.time(); learn.fit(epochs, 1e-3); wall = time.time() - t

@@ -50,7 +50,7 @@ STUDY_METHODS = {
     '3kg': dict(method='3kg'),
     'clocs-cmsc': dict(method='clocs-cmsc'),
     'pclr': dict(method='pclr'),
-    'supdml': dict(method='supdml', labels='superdiagnostic'),       # supervised: mines on the training labels
+    'supdml': dict(method='supdml', target='superdiagnostic'),       # supervised: mines on the training labels
 }
 BASELINE, HANDCRAFTED = 'random-init', 'handcrafted'   # `evaluate` names the untrained twin 'random-init'
 DECISIVE = ('dml', 'simclr')                           # every seed; finetuned (the baselines run every seed too)

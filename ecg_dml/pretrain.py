@@ -54,15 +54,29 @@ def _probe(signals, meta, split, max_n=2000, seed=0):
 PRETRAIN_DEFAULTS = dict(encoder='xresnet1d18', epochs=5, bs=64, lr=1e-3)   # measured in "Choosing the defaults"
 
 # %% ../nbs/41_pretrain.ipynb #1a3e4639
-def _mining_labels(labels, meta):
-    "The targets of supervised mining (`pretrain(labels=...)`): a column of `meta` or an array; class names become ids"
-    if labels is None: return None
-    if isinstance(labels, str):
-        if labels not in meta: raise KeyError(f'labels={labels!r} is not a column of the data: {list(meta.columns)}')
-        labels = meta[labels].to_numpy()
-    y = np.asarray(labels)
-    if y.dtype.kind in 'OUS': y = pd.factorize(y)[0]
-    return y.astype(np.float32) if y.dtype.kind == 'f' else y.astype(np.int64)
+_TABLE_SUFFIXES = ('.csv', '.tsv', '.txt', '.parquet', '.json')
+
+def _table_and_target(labels, target):
+    "`(labels table, target)`; the old `labels='COLUMN'` / `labels=array` (a target, not a table) still works, with a warning"
+    if labels is None or isinstance(labels, pd.DataFrame): return labels, target
+    if isinstance(labels, (str, Path)) and Path(labels).suffix.lower() in _TABLE_SUFFIXES: return labels, target
+    if target is not None: raise ValueError(f'labels={labels!r} is not a table (DataFrame or {"/".join(_TABLE_SUFFIXES)} file)')
+    warnings.warn("pretrain(labels=COLUMN) is now pretrain(target=COLUMN): labels= takes the labels table, as in evaluate()",
+                  DeprecationWarning, stacklevel=3)
+    return None, labels
+
+def _mining_labels(target, meta):
+    "The targets of supervised mining (`pretrain(target=...)`), a column of `meta` or an array, and which rows have one; class names become ids"
+    if target is None: return None, None
+    if isinstance(target, str):
+        if target not in meta: raise KeyError(f'target={target!r} is not a column of the data: {list(meta.columns)}')
+        target = meta[target].to_numpy()
+    y = np.asarray(target)
+    if len(y) != len(meta): raise ValueError(f'target has {len(y)} values, the data {len(meta)} ECGs')
+    has = ~pd.isna(pd.Series(y, dtype=object)).to_numpy()
+    if y.dtype.kind in 'OUSb':   # classes -> ids (-1: no value)
+        y = pd.factorize(pd.Series(y, dtype=object).where(has, None))[0]
+    return (y.astype(np.float32) if y.dtype.kind == 'f' else y.astype(np.int64)), has
 
 def purity_labels(meta:pd.DataFrame # a run's table; PTB-XL's carries `superdiagnostic` label lists
                  ) -> RecordLookup|None:
@@ -113,7 +127,9 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
              clip:float|None=1.0, # gradient norm clipping (None: off)
              emb_dim:int=128, # embedding size (projection head output)
              fs:float=100, seconds:float=10, # rate and length the ECGs are stored and trained at
-             labels=None, # supdml: a column of the data's table or an array [N]
+             labels=None, # a table of the records' labels (DataFrame or file), joined on the record (`join_labels`), as in `evaluate`
+             target=None, # supdml: the column to mine on (of the data's table or of `labels`), or an array [N]
+             on:str|None=None, # the labels table's record column (default: see `join_labels`)
              out:str|Path='ecg_dml_run', # run folder: checkpoint, encoder, CSV log, store
              resume:bool=False, # continue from out/'checkpoint.pth' if it exists
              overwrite:bool=False, # replace the run already in `out` (its checkpoint, encoder and log are deleted)
@@ -140,14 +156,20 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
                **({'accumulate': accumulate} if accumulate > 1 else {}), **({'clip': clip} if clip != 1.0 else {}),
                fs=float(fs), seconds=float(seconds), seed=seed, world_size=world, encoder_kw=encoder_kw or {})
     set_seed(seed)
-    signals, meta = _first_rank_first(lambda: open_ecgs(data, dest=out/'store', fs=fs, seconds=seconds, read_kw=read_kw, progress=progress), rank, world)
-    y = _mining_labels(labels, meta)
-    if m.needs_labels and y is None: raise ValueError(f'method {cfg["method"]!r} needs labels= (a column name or an array)')
+    labels, target = _table_and_target(labels, target)
+    signals, meta = _first_rank_first(lambda: open_ecgs(data, dest=out/'store', fs=fs, seconds=seconds, read_kw=read_kw,
+                                                        progress=progress, labels=labels, on=on), rank, world)
+    y, has = _mining_labels(target, meta)
+    if m.needs_labels and y is None: raise ValueError(f'method {cfg["method"]!r} needs target= (a column name or an array)')
     if split is None: split = pretrain_split(meta, seed=seed)
     else:
         split = np.asarray(split).astype(str)
         if len(split) != len(meta): raise ValueError(f'split has {len(split)} entries, the data {len(meta)} ECGs')
         cfg['split_sha'] = hashlib.sha256(split.tobytes()).hexdigest()[:16]   # resume refuses another split
+    if m.needs_labels and not has.all():   # a record without a target value cannot be mined on: left out, and said so
+        split = np.where(has, split, 'no target')
+        if progress: print(f'{int((~has).sum())} of {len(has)} ECGs have no target value: left out of training')
+        if not np.isin(split, ['train']).any(): raise ValueError('no training ECG has a target value')
     tr, va = np.nonzero(split == 'train')[0], np.nonzero(split == 'valid')[0]
     setup = Setup(fs=float(fs), bs=bs, seed=seed, labels=y, progress=progress, device=device)
     state = _first_rank_first(lambda: m.prepare(signals, meta, split, setup), rank, world)
@@ -224,7 +246,9 @@ def ecg_dml_pretrain(
     encoder:str=PRETRAIN_DEFAULTS['encoder'], # resnet1d18, resnet1d34, xresnet1d18/34/50/101, temporalnet, temporalnet_dual
     distance:str=None, # DML methods: input distance (euclidean, correlation, dtw, ...; default: the method's)
     epochs:int=PRETRAIN_DEFAULTS['epochs'], bs:int=PRETRAIN_DEFAULTS['bs'], lr:float=PRETRAIN_DEFAULTS['lr'],
-    labels:str=None, # supdml: the column of the data's table to mine on (e.g. age)
+    labels:str=None, # a table of your records' labels (.csv, .tsv, .parquet), one row per record
+    target:str=None, # supdml: the column to mine on (of the data's table or --labels, e.g. age)
+    on:str=None, # the labels table's column naming the record (default: record, path, filename, ... or ecg_id)
     out:str='ecg_dml_run', # run folder
     resume:bool=False, # continue an interrupted run in `out`
     overwrite:bool=False, # replace the run already in `out` (deletes its checkpoint, encoder and log)
@@ -237,7 +261,7 @@ def ecg_dml_pretrain(
     from ecg_dml.core import sample_dir
     t0 = time.time()
     learn = pretrain(data or sample_dir(), method=method, encoder=encoder, distance=distance, epochs=epochs, bs=bs, lr=lr,
-                     labels=labels, out=out, resume=resume, overwrite=overwrite, seed=seed, device=device,
+                     labels=labels, target=target, on=on, out=out, resume=resume, overwrite=overwrite, seed=seed, device=device,
                      mixed_precision={'off': False, None: None}.get(mixed_precision, mixed_precision),
                      read_kw={'allow_flat': True} if allow_flat else None, fit=False)
     probe = next((c for c in learn.cbs if isinstance(c, KNNProbe)), None)

@@ -172,7 +172,7 @@ def test_eval_config_is_the_one_configuration(sample_store, tmp_path):
     "evaluate(config=EvalConfig) == evaluate(**keywords); the config is recorded, saved and read back; names are checked"
     from ecg_dml.evaluate.protocols import EvalConfig, TASK_KINDS, TASKS
     from ecg_dml.evaluate.results import load_results
-    assert TASKS is TASK_KINDS and EvalConfig().tasks == tuple(TASK_KINDS)
+    assert TASKS is TASK_KINDS and [t.name for t in EvalConfig().targets()] == list(TASK_KINDS)
     cfg = EvalConfig(tasks=('norm_vs_abnormal',), fractions=(1.0,), test_folds=(10,), n_boot=50, retrieval=False,
                      verbose=False, device='cpu')
     a = evaluate('xresnet1d18', sample_store, cfg)

@@ -4,7 +4,8 @@
 
 # %% ../../nbs/08_data.sources.ipynb #4f16b947
 from __future__ import annotations
-import hashlib, json, tempfile
+import hashlib, json, tempfile, warnings
+from functools import partial
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from ..core import LEADS, sample_dir
@@ -13,7 +14,7 @@ from .ptbxl import ptbxl_index
 from .store import ECGStore, build_store
 
 # %% auto #0
-__all__ = ['source_table', 'DataError', 'open_ecgs']
+__all__ = ['KEY_COLUMNS', 'source_table', 'DataError', 'open_ecgs', 'read_table', 'join_labels']
 
 # %% ../../nbs/08_data.sources.ipynb #bb9ec12b
 def source_table(path:str|Path, # a PTB-XL root or a folder of WFDB records
@@ -61,8 +62,17 @@ def open_ecgs(data=None, # see the table above (`None`: the bundled PTB-XL sampl
               read_kw:dict|None=None, # options of `read_record` for files (e.g. `{'allow_flat': True}`)
               verify:bool=False, # check a store's checksums before using it
               n_workers:int|None=None, progress:bool=True, # store building
+              labels=None, # a table of the records' labels (DataFrame or file): its columns are joined on (`join_labels`)
+              on:str|None=None, # the table's record column (default: see `join_labels`)
              ) -> tuple[ECGStore|np.ndarray, pd.DataFrame]:
     "`(signals, meta)`: an `ECGStore` or float32 array [N, leads, T] in mV, and one row per ECG with `ecg_id` and `patient_id`"
+    if labels is not None:
+        x, meta = open_ecgs(data, dest, fs, seconds, leads, min_seconds, read_kw, verify, n_workers, progress)
+        meta, unmatched = join_labels(meta, labels, on, getattr(x, 'skipped', None))
+        if len(unmatched):
+            warnings.warn(f'{len(unmatched)} row(s) of the labels table match no ECG: '
+                          + '; '.join(f'{k} ({r})' for k, r in unmatched.head(5).to_numpy()) + (' ...' if len(unmatched) > 5 else ''))
+        return x, meta
     if data is None: data = sample_dir()
     if isinstance(data, ECGStore): return data, _meta(len(data), data.meta)
     if isinstance(data, tuple):
@@ -90,3 +100,84 @@ def open_ecgs(data=None, # see the table above (`None`: the bundled PTB-XL sampl
     if not len(st): raise DataError(f'{data}: no usable ECG ({len(st.skipped)} records seen, all skipped: reasons in {st.path/"skipped.csv"})')
     if verify: st = ECGStore(st.path, verify=True)
     return st, _meta(len(st), st.meta)
+
+# %% ../../nbs/08_data.sources.ipynb #c26b58be
+KEY_COLUMNS = ('record', 'record_name', 'path', 'filename', 'file', 'filename_lr', 'filename_hr', 'ecg_id')  # tried in this order
+
+def read_table(table # a DataFrame, or a .csv / .tsv / .parquet / .json file
+              ) -> pd.DataFrame:
+    "A table of the records' labels (a copy), from a DataFrame or a file"
+    if isinstance(table, pd.DataFrame): return table.copy()
+    p = Path(table).expanduser()
+    if not p.exists(): raise FileNotFoundError(f'{p}: no such labels table')
+    readers = {'.csv': pd.read_csv, '.tsv': partial(pd.read_csv, sep='\t'), '.txt': partial(pd.read_csv, sep=None, engine='python'),
+               '.parquet': pd.read_parquet, '.json': pd.read_json}
+    if p.suffix.lower() not in readers: raise DataError(f'{p}: a labels table must be .csv, .tsv, .parquet or .json')
+    return readers[p.suffix.lower()](p)
+
+def _record_key(v) -> str|None:
+    "A record name as a relative path without extension: 'a\\\\b/X.hea' -> 'a/b/X'"
+    if v is None or (not isinstance(v, str) and pd.isna(v)): return None
+    s = str(v).strip().replace('\\', '/')
+    while s.startswith('./'): s = s[2:]
+    stem = s.rsplit('/', 1)[-1]
+    if '.' in stem and stem.rsplit('.', 1)[1].lower() in ('hea', 'dat', 'mat', 'atr', 'xyz', 'edf'): s = s.rsplit('.', 1)[0]
+    return s.strip('/') or None
+
+def _suffixes(path) -> list[str]:
+    "Every trailing part of a record's path: '/d/records100/00000/00001_lr' -> '00001_lr', '00000/00001_lr', ..."
+    parts = [p for p in str(path).replace('\\', '/').split('/') if p]
+    return ['/'.join(parts[i:]) for i in range(len(parts))]
+
+def join_labels(meta:pd.DataFrame, # one row per ECG (from `open_ecgs`)
+                labels, # a table (DataFrame or file) with one row per record
+                on:str|None=None, # the table's column naming the record (default: the first of `KEY_COLUMNS` it has)
+                skipped:pd.DataFrame|None=None # the records the store skipped (`ECGStore.skipped`): why a name is missing
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "`meta` with the table's columns joined (`labels_row`: the matching row, NaN for none), and the table's rows that match no ECG with the reason"
+    t = read_table(labels).reset_index(drop=True)
+    if on is None:
+        on = next((c for c in KEY_COLUMNS if c in t), None)
+        if on is None: raise DataError(f'the labels table has no record column ({", ".join(KEY_COLUMNS)}); its columns are '
+                                       f'{list(t.columns)}: name the one that identifies the record with on=')
+    if on not in t: raise DataError(f'on={on!r} is not a column of the labels table: {list(t.columns)}')
+    meta = meta.reset_index(drop=True)
+    if on == 'ecg_id' and 'ecg_id' in meta:   # numeric ids, as in PTB-XL's own table
+        keys = pd.to_numeric(t[on], errors='coerce')
+        index = {int(k): [i] for i, k in enumerate(meta.ecg_id) if pd.notna(k)}
+        keys = keys.map(lambda k: None if pd.isna(k) else int(k))
+    else:
+        if 'path' not in meta and 'record' not in meta:
+            raise DataError(f'these ECGs carry no record names (no path/record column) to join the table on {on!r}; join on ecg_id')
+        index = {}
+        for i, r in enumerate(meta.itertuples(index=False)):
+            names = set(_suffixes(getattr(r, 'path', '') or '')) | ({str(r.record)} if 'record' in meta else set())
+            for s in names: index.setdefault(s, []).append(i)
+        keys = t[on].map(_record_key)
+    dup = keys[keys.notna() & keys.duplicated(keep=False)]
+    if len(dup): raise DataError(f'the labels table names {dup.nunique()} record(s) more than once in {on!r}, e.g. {list(dup.unique()[:5])}')
+    ambiguous = [k for k in keys.dropna() if len(index.get(k, [])) > 1]
+    if ambiguous: raise DataError(f'{len(ambiguous)} name(s) of the labels table fit several ECGs (same name in several folders), '
+                                  f'e.g. {ambiguous[:3]}: give the path relative to the folder')
+    pos = keys.map(lambda k: index[k][0] if k in index else None)
+    miss = t.index[pos.isna()]
+    why_skip = {}
+    if skipped is not None and len(skipped) and {'record', 'reason'} <= set(skipped.columns):
+        for p, r in zip(skipped['record'], skipped['reason']):
+            for s in _suffixes(_record_key(p) or ''): why_skip.setdefault(s, str(r))
+    unmatched = pd.DataFrame({on: t.loc[miss, on].to_numpy(), 'reason': [
+        'no record column value' if keys[i] is None else
+        f'the record could not be read: {why_skip[keys[i]]}' if keys[i] in why_skip else 'no ECG of this name in the data'
+        for i in miss]})
+    if len(unmatched) == len(t):
+        some = [str(v) for v in (meta['path'] if 'path' in meta else meta.get('ecg_id', pd.Series([]))).head(3)]
+        raise DataError(f'no row of the labels table matches an ECG by {on!r} (table: {list(t[on].head(3))}; ECGs: {some})')
+    hit = pos.notna().to_numpy()
+    cols = [c for c in t.columns if c != on or on not in meta]
+    rows = pos[hit].astype(int).to_numpy()
+    add = t.loc[hit, cols].set_axis(rows).reindex(meta.index)
+    out = meta.copy()
+    for c in cols:   # the table's values win; an ECG without a row keeps what it had
+        out[c] = add[c].combine_first(out[c]) if c in out else add[c]
+    out['labels_row'] = pd.Series(t.index[hit], index=rows).reindex(meta.index).astype('Int64')
+    return out, unmatched

@@ -20,48 +20,31 @@ from fastai.metrics import AccumMetric, ActivationType
 from fastai.losses import BCEWithLogitsLossFlat, MSELossFlat
 from fastai.torch_core import params
 from ..core import get_device
-from ..data.ptbxl import label_matrix, SUPERCLASSES
 from ..data.sources import open_ecgs
 from ..data.loaders import ecg_dls
 from ..models.heads import TaskHead, TaskModel
 from ..models.io import load_encoder
 from .embed import embed_dataset
+from .targets import EvaluateError, KINDS, PRESETS, Target, _label_list, as_target, target_values
 
 # %% auto #0
-__all__ = ['TASK_KINDS', 'TASKS', 'PROTOCOLS', 'FRACTIONS', 'MIN_REGRESSION', 'EvaluateError', 'task_targets', 'cv_splits',
-           'fraction_order', 'label_fractions', 'linear_probe', 'KeepBest', 'seeded', 'macro_auroc', 'fit_model',
-           'run_protocol', 'EvalConfig', 'load_checkpoint', 'load_data']
+__all__ = ['TASK_KINDS', 'TASKS', 'PROTOCOLS', 'FRACTIONS', 'MIN_REGRESSION', 'task_targets', 'cv_splits', 'fraction_order',
+           'label_fractions', 'linear_probe', 'KeepBest', 'seeded', 'macro_auroc', 'fit_model', 'run_protocol',
+           'EvalConfig', 'load_checkpoint', 'load_data']
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #a56a827b
-TASK_KINDS = {'superdiagnostic': 'multilabel', 'norm_vs_abnormal': 'binary', 'age': 'regression'}  # task -> its kind
+TASK_KINDS = {k: t.kind for k, t in PRESETS.items()}  # PTB-XL's built-in tasks (`PRESETS`) -> their kind
 TASKS = TASK_KINDS  # the old name of `TASK_KINDS` (still works); not `ecg_dml.data.ptbxl.TASKS`, PTB-XL's label sets
 PROTOCOLS = ('linear', 'frozen_mlp', 'finetune', 'scratch')
 FRACTIONS = (0.01, 0.05, 0.1, 0.5, 1.0)  # shares of the training labels in a sweep
 MIN_REGRESSION = 5  # fewest training labels a regression run accepts
 
-class EvaluateError(ValueError):
-    "An evaluation that cannot run: unknown task/protocol, missing metadata, an encoder or checkpoint that cannot load"
-
-def _label_list(v) -> list:
-    "A record's label list, from the list or its stored repr (`\"['NORM', 'MI']\"`)"
-    return ast.literal_eval(v) if isinstance(v, str) else list(v)
-
-def task_targets(meta:pd.DataFrame, # one row per record: `superdiagnostic` (list or its repr) and `age`
-                 task:str # a key of `TASK_KINDS`
+def task_targets(meta:pd.DataFrame, # one row per record
+                 task # a key of `TASK_KINDS`, a column of `meta`, or anything `as_target` takes
                 ) -> tuple[np.ndarray, np.ndarray, list[str], str]:
-    "Rows of `meta` usable for `task`, their targets `[n, C]` float32, the class names and the task kind"
-    if task not in TASK_KINDS: raise EvaluateError(f'unknown task {task!r}; known: {", ".join(TASK_KINDS)}')
-    need = 'age' if task == 'age' else 'superdiagnostic'
-    if need not in meta: raise EvaluateError(f'task {task!r} needs a {need!r} column in the metadata')
-    if task == 'age':
-        a = pd.to_numeric(meta['age'], errors='coerce').to_numpy(np.float64)
-        rows = np.flatnonzero(np.isfinite(a))
-        return rows, a[rows, None].astype(np.float32), ['age'], 'regression'
-    sup = pd.DataFrame({'superdiagnostic': meta['superdiagnostic'].map(_label_list).to_numpy()})
-    rows = np.flatnonzero(sup.superdiagnostic.map(lambda l: any(c in SUPERCLASSES for c in l)))
-    y, classes = label_matrix(sup.iloc[rows], 'superdiagnostic', classes=SUPERCLASSES)
-    if task == 'norm_vs_abnormal': y, classes = y[:, 1:].max(1, keepdims=True), ['abnormal']
-    return rows, y, classes, TASK_KINDS[task]
+    "Rows of `meta` usable for `task`, their targets `[n, C]` float32, the class names and the task kind (`target_values`)"
+    tv = target_values(meta, task)
+    return tv.rows, tv.y, tv.classes, tv.kind
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #74db00c7
 def cv_splits(folds, # fold number per row (PTB-XL's strat_fold)
@@ -154,14 +137,14 @@ def _one_thread(n:int):
 def linear_probe(X_train, # features [n, E]
                  y_train, # targets [n, C]
                  X_test, # features [m, E]
-                 kind:str, # 'multilabel', 'binary' or 'regression'
+                 kind:str, # one of `KINDS`: 'binary', 'multiclass', 'multilabel' or 'regression'
                  seed:int=0, # seeds the CV folds
                  Cs:Sequence[float]=(1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0), # inverse L2 strengths tried (logistic)
                  alphas:Sequence[float]=(0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1e3, 3e3, 1e4, 3e4, 1e5), # ridge L2
                  n_folds:int=5, # CV folds for choosing C
                  max_iter:int=2000
                 ) -> np.ndarray:
-    "Test predictions `[m, C]` (probabilities, or values) of standardised logistic / ridge probes with CV regularisation"
+    "Test predictions `[m, C]` (probabilities, or values) of standardised logistic (multinomial for multiclass) / ridge probes with CV regularisation"
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, RidgeCV
     from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import make_pipeline
@@ -171,15 +154,17 @@ def linear_probe(X_train, # features [n, E]
         if kind == 'regression':
             m = make_pipeline(StandardScaler(), RidgeCV(alphas=alphas)).fit(X_train, y_train)
             return m.predict(X_test).reshape(len(X_test), -1)
-        out = []
-        for c in range(y_train.shape[1]):
-            yc = (y_train[:, c] > 0).astype(int); k = int(min(n_folds, yc.sum(), len(yc) - yc.sum()))
-            if k >= 2: clf = LogisticRegressionCV(Cs=list(Cs), cv=StratifiedKFold(k, shuffle=True, random_state=seed),
-                                                  scoring='neg_log_loss', l1_ratios=(0.0,), max_iter=max_iter,
-                                                  use_legacy_attributes=False)
-            else: clf = LogisticRegression(C=1e-2, max_iter=max_iter)
-            out.append(make_pipeline(StandardScaler(), clf).fit(X_train, yc).predict_proba(X_test)[:, 1])
-        return np.stack(out, 1)
+        def fit(yc):   # C chosen by stratified CV on the log loss; too few of a class for CV: a fixed, strong L2
+            k = int(min(n_folds, np.bincount(yc).min()))
+            clf = (LogisticRegressionCV(Cs=list(Cs), cv=StratifiedKFold(k, shuffle=True, random_state=seed), scoring='neg_log_loss',
+                                        l1_ratios=(0.0,), max_iter=max_iter, use_legacy_attributes=False)
+                   if k >= 2 else LogisticRegression(C=1e-2, max_iter=max_iter))
+            return make_pipeline(StandardScaler(), clf).fit(X_train, yc).predict_proba(X_test)
+        if kind == 'multiclass':   # one multinomial model: probabilities that sum to 1 over the classes
+            yc = y_train.argmax(1); present = np.unique(yc)
+            out = np.zeros((len(X_test), y_train.shape[1])); out[:, present] = fit(np.searchsorted(present, yc))   # absent class: 0
+            return out
+        return np.stack([fit((y_train[:, c] > 0).astype(int))[:, 1] for c in range(y_train.shape[1])], 1)
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #fbcb7cab
 class KeepBest(TrackerCallback):
@@ -227,7 +212,7 @@ def fit_model(model:nn.Module, # maps inputs [B, ...] -> [B, C]
               x, # inputs: an `ECGStore`, or an array [N, ...] (signals or features)
               y, # targets [N, C] float32 (regression targets standardised)
               train_rows, valid_rows, # row positions
-              kind:str, # 'multilabel', 'binary' or 'regression'
+              kind:str, # one of `KINDS`
               lr:float|slice=1e-3, # learning rate (a slice: discriminative, one per parameter group)
               epochs:int=5, bs:int=64, wd:float=1e-2,
               splitter:Callable|None=None, # parameter groups (default: all trainable parameters)
@@ -242,9 +227,10 @@ def fit_model(model:nn.Module, # maps inputs [B, ...] -> [B, C]
     bs = min(bs, len(tr))
     reps = max(1, -(-max(1, min_steps) * bs // len(tr)))   # so that an epoch holds >= min_steps full batches
     dls = ecg_dls(x, np.asarray(y, np.float32), split=(np.tile(tr, reps), va), bs=bs, seed=seed, device=device)
-    loss = MSELossFlat() if kind == 'regression' else BCEWithLogitsLossFlat()
+    loss = MSELossFlat() if kind == 'regression' else nn.CrossEntropyLoss() if kind == 'multiclass' else BCEWithLogitsLossFlat()
     cbs = [KeepBest(patience=patience)] if len(va) else []
-    metrics = [AccumMetric(macro_auroc, activation=ActivationType.Sigmoid, flatten=False)] if kind != 'regression' and len(va) else []
+    act = ActivationType.Softmax if kind == 'multiclass' else ActivationType.Sigmoid
+    metrics = [AccumMetric(macro_auroc, activation=act, flatten=False)] if kind != 'regression' and len(va) else []
     learn = Learner(dls, model, loss_func=loss, splitter=splitter or (lambda m: [list(m.parameters())]), wd=wd, cbs=cbs,
                     metrics=metrics)
     with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
@@ -288,19 +274,29 @@ def run_protocol(protocol:str, # one of `PROTOCOLS`
                               patience=patience, splitter=_encoder_head_splitter if disc else None, **kw)
     if history is not None: history.append(learn.history)
     out = embed_dataset(model, x, rows=test_rows, bs=max(bs, 256), device=device).values
+    if kind == 'multiclass': return torch.softmax(torch.as_tensor(out, dtype=torch.float64), 1).numpy()
     return back(out) if kind == 'regression' else 1 / (1 + np.exp(-out))
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #cc80cbc7
 @dataclass(frozen=True)
 class EvalConfig:
-    "What `evaluate` runs besides the encoder and the data: tasks, protocols, label fractions, seeds, folds, training, CIs"
-    tasks:Sequence[str]=tuple(TASK_KINDS) # keys of `TASK_KINDS`
+    "What `evaluate` runs besides the encoder and the data: targets, protocols, label fractions, seeds, splits, training, CIs"
+    tasks:Sequence|None=None              # built-in tasks (`TASK_KINDS`), columns or `Target`s (default: the built-in ones, unless `target` is set)
+    target:str|Sequence[str]|None=None    # your target: a column of the records' table, or several 0/1 columns (multi-label)
+    kind:str|None=None                    # the target's kind, one of `KINDS` (default: `infer_kind`)
+    positive:object=None                  # binary target: its positive value (default: see `target_values`)
+    min_class_size:int|None=None          # classification target: smaller classes are left out and reported (default: 2)
     protocols:Sequence[str]=('linear',)   # from `PROTOCOLS`
     fractions:Sequence[float]=FRACTIONS   # shares of the training labels (see `label_fractions`)
     seeds:Sequence[int]=(0,)              # one full repetition per seed: weights, label subsets, probe folds, training, bootstrap
-    cv:str='strat_folds'                  # 'strat_folds' (each fold tests once), 'standard' (1-8 / 9 / 10) or 'holdout' (see `cv_splits`)
+    cv:str|None=None                      # 'strat_folds' (the `folds` column; each fold tests once), 'standard' (1-8 / 9 / 10), 'holdout' (`test_folds` test), 'patient_kfold', 'split' (default: 'split' with `split`, 'strat_folds' with a `folds` column, else 'patient_kfold')
     test_folds:Sequence[int]|None=None    # run only these test folds (default: all); 'holdout': the folds that together test
     valid_folds:Sequence[int]|None=None   # 'holdout': the folds that validate (default: the largest other fold)
+    folds:str='strat_fold'                # the column of fold numbers ('strat_folds', 'standard', 'holdout')
+    patient:str='patient_id'              # the column of patient ids: no patient on both sides of a split
+    n_folds:int=5                         # 'patient_kfold': folds (each tests once, the next one validates)
+    split:str|None=None                   # a column of train / valid / test per record: one fixed held-out test set (cv='split')
+    split_seed:int=0                      # seeds the patient folds (the same for every encoder and seed: paired comparisons)
     random_init:bool=True                 # also evaluate a randomly initialised encoder of the same architecture
     arch:str|None=None                    # architecture of that random-init twin (default: the encoder's, see `resolve_encoder`)
     encoder_kwargs:dict|None=None         # its keyword arguments (default: the checkpoint's)
@@ -315,21 +311,36 @@ class EvalConfig:
     mlp_lr:float=1e-2                     # frozen_mlp: learning rate
     n_boot:int=1000                       # bootstrap resamples per CI (and permutations per subgroup test)
     retrieval:bool=True                   # recall@k / mAP@R of the frozen features on the classification tasks
-    subgroup_fraction:float|None=1.0      # subgroup analysis (sex, age band) at this label fraction (None: none)
+    subgroup_fraction:float|None=1.0      # subgroup analysis at this label fraction (None: none)
+    subgroups:Sequence[str]|None=None     # the columns to compare groups of (default: sex and age band where the table has them)
     probe_kw:dict|None=None               # passed to `linear_probe` (e.g. Cs, n_folds)
     device:str|None=None                  # e.g. 'cpu', 'cuda' (default: `get_device()`)
     embed_bs:int=256                      # batch size when embedding the ECGs
     verbose:bool=True                     # print a line per encoder, seed and task
 
     def __post_init__(self):
-        for f in ('tasks', 'protocols', 'fractions', 'seeds', 'test_folds', 'valid_folds'):   # any sequence -> a tuple
+        for f in ('tasks', 'protocols', 'fractions', 'seeds', 'test_folds', 'valid_folds', 'subgroups'):   # any sequence -> a tuple
             v = getattr(self, f)
-            if v is not None: object.__setattr__(self, f, (v,) if isinstance(v, (str, int, float)) else tuple(v))
+            if v is not None: object.__setattr__(self, f, (v,) if isinstance(v, (str, int, float, Target, Mapping)) else tuple(v))
+        if isinstance(self.target, list): object.__setattr__(self, 'target', tuple(self.target))
         bad = [p for p in self.protocols if p not in PROTOCOLS]
         if bad: raise EvaluateError(f'unknown protocol(s) {bad}; known: {", ".join(PROTOCOLS)}')
-        bad = [t for t in self.tasks if t not in TASK_KINDS]
-        if bad: raise EvaluateError(f'unknown task(s) {bad}; known: {", ".join(TASK_KINDS)}')
-        if self.cv not in _CV: raise EvaluateError(f"cv must be 'strat_folds', 'standard' or 'holdout', not {self.cv!r}")
+        if self.cv is not None and self.cv not in _CV: raise EvaluateError(f"cv must be one of {', '.join(_CV)}, not {self.cv!r}")
+        if self.kind is not None and self.kind not in KINDS: raise EvaluateError(f'kind must be one of {", ".join(KINDS)}, not {self.kind!r}')
+        if self.target is None and any(v is not None for v in (self.kind, self.positive, self.min_class_size)):
+            raise EvaluateError('kind, positive and min_class_size describe a target: set target= too')
+        if not self.targets(): raise EvaluateError('nothing to evaluate: tasks=() and no target')
+
+    def targets(self) -> list[Target]:
+        "The targets this configuration evaluates: the tasks (default: PTB-XL's, unless `target` is set), then `target`"
+        tasks = self.tasks if self.tasks is not None else () if self.target is not None else tuple(TASK_KINDS)
+        out = [as_target(t) for t in tasks]
+        if self.target is not None:
+            out.append(as_target(list(self.target) if isinstance(self.target, tuple) else self.target, kind=self.kind,
+                                 positive=self.positive, min_class_size=self.min_class_size))
+        names = [t.name for t in out]
+        if len(set(names)) < len(names): raise EvaluateError(f'two targets share a name: {names}')
+        return out
 
     @classmethod
     def of(cls, config:EvalConfig|Mapping|None=None, # a configuration, a dict of fields (e.g. `EvalResults.config`) or None
@@ -344,14 +355,17 @@ class EvalConfig:
 
     def to_dict(self) -> dict:
         "The fields, tuples as lists: what `EvalResults.config` records (as JSON in `config.json`)"
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+        def js(v):
+            if isinstance(v, Target): return v.to_dict()
+            return [js(x) for x in v] if isinstance(v, tuple) else v
+        return {f.name: js(getattr(self, f.name)) for f in fields(self)}
 
     def protocol_kw(self) -> dict:
         "The keyword arguments of `run_protocol` that this configuration sets"
         return {k: getattr(self, k) for k in ('epochs', 'bs', 'lr', 'lr_div', 'patience', 'min_steps', 'mlp_epochs', 'mlp_lr', 'device', 'probe_kw')}
 
-_CV = ('strat_folds', 'standard', 'holdout')
-_RECORDED = ('encoder', 'n_records')   # what `evaluate` records besides the configuration
+_CV = ('strat_folds', 'standard', 'holdout', 'patient_kfold', 'split')
+_RECORDED = ('encoder', 'n_records', 'targets', 'task_kinds', 'cv_used')   # what `evaluate` records besides the configuration
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #2c8423f2
 def load_checkpoint(path:str|Path) -> tuple[nn.Module, dict]:

@@ -14,8 +14,8 @@ from fastcore.basics import patch
 from . import embed as _embed, metrics as _metrics
 from .embed import Embeddings
 from .metrics import MetricError, bootstrap_metrics, retrieval_metrics
-from .subgroups import subgroups, subgroup_metrics, forest_plot
-from .protocols import EvaluateError, _label_list, task_targets
+from .subgroups import subgroup_table, subgroup_metrics, forest_plot
+from .targets import EvaluateError, PRESETS, _label_list, as_target, target_values
 
 # %% auto #0
 __all__ = ['EvalResults', 'plot_learning_curves', 'load_results', 'merge_results']
@@ -40,27 +40,26 @@ def _pred_frame(key:dict, ids, y, p, classes) -> pd.DataFrame:
                          'y': y.ravel(), 'pred': p.ravel()})
 
 def _headline(r:pd.DataFrame) -> pd.DataFrame:
-    "The headline rows: macro AUROC (multi-label), AUROC (binary), MAE (regression)"
-    return r[((r.metric == 'auroc') & r.target.isin(['macro', 'abnormal'])) | (r.metric == 'mae')]
+    "The headline rows: macro AUROC (multi-label, multiclass), AUROC (binary: a task's only AUROC target), MAE (regression)"
+    macro = set(r.task[(r.metric == 'auroc') & (r.target == 'macro')])
+    return r[(r.metric == 'mae') | ((r.metric == 'auroc') & ((r.target == 'macro') | ~r.task.isin(macro)))]
 
-def _subgroup_rows(key, meta_rows, y, p, classes, n_boot, seed) -> pd.DataFrame:
-    kind_metrics = ['mae', 'rmse'] if key['task'] == 'age' else ['auroc', 'auprc']
+def _subgroup_rows(key, groups, y, p, classes, n_boot, seed, kind) -> pd.DataFrame:
+    kind_metrics = ['mae', 'rmse'] if kind == 'regression' else ['auroc', 'auprc']
     with warnings.catch_warnings():   # small groups skip resamples: counted in their n_skipped column
         warnings.filterwarnings('ignore', message='bootstrap: ')
-        t = subgroup_metrics(y, p, subgroups(meta_rows), kind_metrics, classes, n_boot=n_boot, n_perm=n_boot, seed=seed)
+        t = subgroup_metrics(y, p, groups.reset_index(drop=True), kind_metrics, classes, n_boot=n_boot, n_perm=n_boot, seed=seed)
     return t.assign(**key)
 
-def _pooled_rows(key, y, p, classes, n_boot, seed, n_train, meta_rows=None):
-    "Metric rows of the pooled out-of-fold predictions (fold 0), and their subgroup table when `meta_rows` are given"
+def _pooled_rows(key, y, p, classes, n_boot, seed, n_train, groups=None, kind='multilabel'):
+    "Metric rows of the pooled out-of-fold predictions (fold 0), and their subgroup table when `groups` (attributes per row) are given"
     rows = _metric_rows({**key, 'fold': 0}, y, p, classes, n_boot, seed, n_train)
-    sub = None if meta_rows is None else _subgroup_rows(key, meta_rows, y, p, classes, n_boot, seed)
+    sub = None if groups is None else _subgroup_rows(key, groups, y, p, classes, n_boot, seed, kind)
     return rows, sub
 
-def _retrieval_labels(task, y, classes):
-    return ['+'.join(c for c, v in zip(classes, r) if v) or 'none' for r in y] if task == 'superdiagnostic' else y[:, 0]
-
-def _retrieval_rows(enc_label, seed, task, feats, y, classes, n_boot) -> list[dict]:
-    rm = retrieval_metrics(feats, _retrieval_labels(task, y, classes), n_boot=n_boot, seed=seed)
+def _retrieval_rows(enc_label, seed, task, feats, labels, n_boot) -> list[dict]:
+    "recall@k / mAP@R rows of frozen features, `labels` one per row (`TargetValues.labels`)"
+    rm = retrieval_metrics(feats, labels, n_boot=n_boot, seed=seed)
     key = dict(encoder=enc_label, protocol='retrieval', task=task, fraction=np.nan, seed=seed, fold=0)
     return [{**key, 'metric': q.metric, 'target': 'retrieval', 'value': q.value, 'ci_low': q.ci_low,
              'ci_high': q.ci_high, 'n_train': 0, 'n_test': q.n, 'n_skipped': q.n_skipped, 'status': 'ok'}
@@ -72,11 +71,18 @@ class EvalResults:
     "What `evaluate` measured: tidy metrics, predictions, subgroup metrics, features, training curves, the configuration"
     results: pd.DataFrame      # one row per metric, the columns of `_COLS`; fold 0: the pooled out-of-fold predictions
     predictions: pd.DataFrame  # every test prediction, long format: run key, ecg_id, target, y, pred
-    subgroups: pd.DataFrame    # metrics by sex and age band of the pooled predictions at `subgroup_fraction`
+    subgroups: pd.DataFrame    # metrics per subgroup (default: sex, age band) of the pooled predictions at `subgroup_fraction`
     embeddings: dict = field(default_factory=dict)   # (encoder, seed) -> Embeddings
     config: dict = field(default_factory=dict)       # `EvalConfig.to_dict()`, the encoder's label and `n_records`
     meta: pd.DataFrame = field(default_factory=pd.DataFrame)  # the records' metadata (ecg_id, labels, age, sex, fold)
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # per epoch of every trained model: losses, validation AUROC, kept epoch
+    excluded: pd.DataFrame = field(default_factory=pd.DataFrame)  # every record (or labels-table row) a task did not use, and why
+
+    def kind(self, task:str) -> str:
+        "The kind of `task` ('binary', 'multiclass', 'multilabel', 'regression')"
+        k = self.config.get('task_kinds', {}).get(task) or getattr(PRESETS.get(task), 'kind', None)
+        if k is None: raise EvaluateError(f'unknown task {task!r}: this evaluation has {list(self.config.get("task_kinds", {}))}')
+        return k
 
     def summary(self, fold:int=0) -> pd.DataFrame:
         "Mean over seeds of the headline metric (macro AUROC / AUROC / MAE) per task, encoder, protocol and fraction"
@@ -101,15 +107,22 @@ class EvalResults:
         "`evaluate.subgroups.forest_plot` of one run's subgroup metrics"
         seed = self._seed(seed)
         t = self.subgroups.query('encoder == @encoder and protocol == @protocol and task == @task and seed == @seed')
-        metric = metric or ('mae' if task == 'age' else 'auroc')
+        metric = metric or ('mae' if self.kind(task) == 'regression' else 'auroc')
         return forest_plot(t, metric, title=kw.pop('title', f'{encoder} / {protocol} / {task}: {metric} by subgroup'), **kw)
 
-    def plot_embedding_map(self, encoder:str, seed:int|None=None, **kw):
-        "`evaluate.embed.plot_embedding_map` (PCA, t-SNE) of one encoder's frozen features, coloured by superdiagnostic label set"
+    def plot_embedding_map(self, encoder:str, seed:int|None=None,
+                           by:str|None=None, # the column of `meta` that colours the points (default: superdiagnostic, else the first class target)
+                           **kw):
+        "`evaluate.embed.plot_embedding_map` (PCA, t-SNE) of one encoder's frozen features, coloured by a column's labels"
         seed = self._seed(seed)
         e = self.embeddings[(encoder, seed)]
-        sup = self.meta.set_index('ecg_id').superdiagnostic.reindex(e.ids).map(lambda v: '+'.join(_label_list(v)) or 'none')
-        return _embed.plot_embedding_map(e, sup.to_numpy(), seed=seed, max_classes=6,
+        if by is None:
+            tk = self.config.get('task_kinds', {}); tg = self.config.get('targets', {})
+            first = [tg.get(t, {}).get('columns', [t])[0] for t, k in tk.items() if k in ('binary', 'multiclass') and t not in PRESETS]
+            by = 'superdiagnostic' if 'superdiagnostic' in self.meta else first[0] if first else None
+        col = self.meta.set_index('ecg_id')[by].reindex(e.ids) if by in self.meta else pd.Series(['all'] * len(e.ids))
+        lab = col.map(lambda v: '+'.join(_label_list(v)) or 'none') if by == 'superdiagnostic' else col.fillna('no value').astype(str)
+        return _embed.plot_embedding_map(e, lab.to_numpy(), seed=seed, max_classes=6,
                                          title=kw.pop('title', f'{encoder} features (seed {seed})'), **kw)
 
 # %% ../../nbs/57_evaluate.results.ipynb #fef03cbd
@@ -142,7 +155,7 @@ def save(self:EvalResults, out:str|Path, plots:bool=True,
         ) -> list[Path]:
     "Write results/predictions/subgroups/meta CSVs, config.json, features (.npz) and, with `plots`, PNGs into `out`"
     out = Path(out); out.mkdir(parents=True, exist_ok=True); files = []
-    for name in ('results', 'predictions', 'subgroups', 'meta', 'curves'):
+    for name in ('results', 'predictions', 'subgroups', 'meta', 'curves', 'excluded'):
         getattr(self, name).to_csv(out/f'{name}.csv', index=False); files.append(out/f'{name}.csv')
     (out/'config.json').write_text(json.dumps(self.config, indent=1, default=str)); files.append(out/'config.json')
     if features:
@@ -156,7 +169,7 @@ def save(self:EvalResults, out:str|Path, plots:bool=True,
     top = r.fraction.max()
     for (enc, proto, task), _ in r[r.fraction == top].groupby(['encoder', 'protocol', 'task'], sort=False):
         tag = f'{_safe(enc)}_{proto}_{task}'
-        if task != 'age': _png(self.plot_roc_pr(enc, proto, task, top), f'roc_pr_{tag}.png')
+        if self.kind(task) != 'regression': _png(self.plot_roc_pr(enc, proto, task, top), f'roc_pr_{tag}.png')
         if len(self.subgroups): _png(self.plot_forest(enc, proto, task), f'forest_{tag}.png')
     for enc, seed in self.embeddings:
         if seed == self.config['seeds'][0]: _png(self.plot_embedding_map(enc, seed), f'embedding_map_{_safe(enc)}.png')
@@ -178,7 +191,8 @@ def load_results(folder:str|Path # written by `EvalResults.save`
     for p in sorted(f.glob('features_*.npz')):
         e = Embeddings.load(p); embs[(e.info.get('encoder'), int(e.info.get('seed', 0)))] = e
     return EvalResults(_read_csv(f/'results.csv'), _read_csv(f/'predictions.csv'), _read_csv(f/'subgroups.csv'), embs,
-                       json.loads((f/'config.json').read_text()), _read_csv(f/'meta.csv'), _read_csv(f/'curves.csv'))
+                       json.loads((f/'config.json').read_text()), _read_csv(f/'meta.csv'), _read_csv(f/'curves.csv'),
+                       _read_csv(f/'excluded.csv'))
 
 # %% ../../nbs/57_evaluate.results.ipynb #64672fe4
 def _oof_embeddings(parts, meta) -> dict:
@@ -217,21 +231,25 @@ def merge_results(parts:Sequence[EvalResults], # evaluations of disjoint test fo
         key = dict(zip(keys, kv)); classes = list(dict.fromkeys(g.target)); C = len(classes)
         ids = g.ecg_id.to_numpy()[::C]
         n_train = int(round(trained.loc[kv].mean()))
-        rows = by_id.loc[ids].reset_index() if sf is not None and key['fraction'] == sf else None
+        groups = subgroup_table(by_id.loc[ids].reset_index(), cfg.get('subgroups')) if sf is not None and key['fraction'] == sf else None
         r_, s_ = _pooled_rows(key, g.y.to_numpy().reshape(-1, C), g.pred.to_numpy().reshape(-1, C), classes, n_boot,
-                              int(key['seed']), n_train, rows)
+                              int(key['seed']), n_train, groups, _kind(cfg, key['task']))
         res.append(pd.DataFrame(r_)); subs += [] if s_ is None else [s_]
     embs = _oof_embeddings(parts, meta)
     if (cfg.get('retrieval', True) if retrieval is None else retrieval) and embs:
         for (enc, seed), e in embs.items():
-            for task in cfg['tasks']:
-                rows, y, classes, kind = task_targets(meta, task)
-                keep = np.isin(meta.ecg_id.to_numpy()[rows], e.ids)
-                if kind != 'regression' and keep.any():
-                    res.append(pd.DataFrame(_retrieval_rows(enc, seed, task, e.loc(meta.ecg_id.to_numpy()[rows][keep]),
-                                                            y[keep], classes, n_boot)))
+            for task in cfg.get('task_kinds') or cfg['tasks']:
+                tv = target_values(meta, PRESETS.get(task) or as_target(cfg.get('targets', {}).get(task, task)))
+                keep = np.isin(meta.ecg_id.to_numpy()[tv.rows], e.ids)
+                if tv.kind != 'regression' and keep.any():
+                    res.append(pd.DataFrame(_retrieval_rows(enc, seed, task, e.loc(meta.ecg_id.to_numpy()[tv.rows][keep]),
+                                                            tv.labels()[keep], n_boot)))
     cfg['test_folds'], cfg['subgroup_fraction'] = sorted(seen), sf
     curves = [p.curves for p in parts if len(p.curves)]
     return EvalResults(pd.concat(res, ignore_index=True).reindex(columns=_COLS), preds.reset_index(drop=True),
                        pd.concat(subs, ignore_index=True) if subs else pd.DataFrame(), embs, cfg, meta,
-                       pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
+                       pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(), parts[0].excluded)
+
+def _kind(cfg:dict, task:str) -> str:
+    "A task's kind from a recorded configuration (older records: the built-in tasks' kinds)"
+    return cfg.get('task_kinds', {}).get(task) or PRESETS[task].kind

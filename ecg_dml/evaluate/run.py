@@ -16,13 +16,15 @@ from ..data.sources import open_ecgs
 from ..models.heads import ENCODERS, create_encoder
 from ..models.io import load_encoder
 from .embed import Embeddings, embed_dataset
-from .protocols import (
-    EvalConfig, EvaluateError, MIN_REGRESSION, cv_splits, label_fractions, run_protocol, seeded, task_targets)
+from .protocols import EvalConfig, MIN_REGRESSION, cv_splits, label_fractions, run_protocol, seeded
+from .subgroups import subgroup_table
+from .targets import EvaluateError, Target, TargetValues, patient_folds, split_folds, target_values
+from ..data.sources import join_labels
 from .results import (
     _COLS, EvalResults, _metric_rows, _pooled_rows, _pred_frame, _retrieval_rows, merge_results)
 
 # %% auto #0
-__all__ = ['random_like', 'resolve_encoder', 'PerLeadEncoder', 'match_leads', 'evaluate', 'ecg_dml_evaluate']
+__all__ = ['random_like', 'resolve_encoder', 'PerLeadEncoder', 'match_leads', 'prepare_task', 'evaluate', 'ecg_dml_evaluate']
 
 # %% ../../nbs/55_evaluate.run.ipynb #363c04a7
 def random_like(module:nn.Module, seed:int=0) -> nn.Module:
@@ -90,16 +92,63 @@ class _Run:
     feats:np.ndarray|None    # the frozen features of every record (linear, frozen_mlp, retrieval)
     protocols:list           # what this encoder runs (`_plan`)
 
-def _run_task(task:str, run:_Run, signals, meta:pd.DataFrame, cfg:EvalConfig, curves:list
+@dataclass
+class _Task:
+    "A target read from the records' table with its split: what every encoder and seed is judged on, the same for all"
+    tv:TargetValues          # the records used, their targets and classes; `tv.excluded`: the others, and why
+    folds:np.ndarray         # fold per used record
+    mode:str                 # how `cv_splits` reads the folds
+    test_folds:tuple|None
+    valid_folds:tuple|None
+    groups:pd.DataFrame|None # subgroup attributes per used record (None: no subgroup analysis)
+
+def _cv_of(meta:pd.DataFrame, cfg:EvalConfig) -> str:
+    "The split `cfg.cv` names, or the one the data allow: 'split' with a split column, 'strat_folds' with folds, else 'patient_kfold'"
+    return cfg.cv or ('split' if cfg.split else 'strat_folds' if cfg.folds in meta else 'patient_kfold')
+
+def _check_columns(meta:pd.DataFrame, cfg:EvalConfig, targets:list[Target], cv:str):
+    "Every column the evaluation reads is in the table — checked before anything is trained"
+    need = {c: f'target {t.name!r}' for t in targets for c in t.columns}
+    if cv == 'split': need[cfg.split] = 'split'
+    if cv in ('strat_folds', 'standard', 'holdout'): need[cfg.folds] = f"folds (cv={cv!r}; 'patient_kfold' makes folds)"
+    if cv in ('patient_kfold', 'split'): need[cfg.patient] = 'patient'
+    need.update({('age' if c == 'age band' else c): 'subgroups' for c in cfg.subgroups or ()})
+    missing = {c: w for c, w in need.items() if c not in meta}
+    if missing: raise EvaluateError('the records\' table has no column ' + ', '.join(f'{c!r} ({w})' for c, w in missing.items())
+                                    + f'; it has: {", ".join(map(str, meta.columns))}')
+
+def prepare_task(meta:pd.DataFrame, # one row per record
+                 target, # a `Target` (or anything `as_target` takes)
+                 cfg:EvalConfig, cv:str|None=None # the split (default: `_cv_of`)
+                ) -> _Task:
+    "A target's values and its split: patient-grouped folds, a split column, or the data's fold column; records in no part are excluded, with the reason"
+    tv, cv = target_values(meta, target), cv or _cv_of(meta, cfg)
+    col = lambda c: meta[c].to_numpy()[tv.rows]
+    if cv == 'split': f, mode, tf, vf = split_folds(col(cfg.split), col(cfg.patient), seed=cfg.split_seed), 'holdout', (3,), (2,)
+    elif cv == 'patient_kfold': f, mode, tf, vf = patient_folds(col(cfg.patient), tv.y, tv.kind, cfg.n_folds, cfg.split_seed), 'strat_folds', cfg.test_folds, None
+    else: f, mode, tf, vf = pd.to_numeric(pd.Series(col(cfg.folds)), errors='coerce').fillna(0).to_numpy(np.int64), cv, cfg.test_folds, cfg.valid_folds
+    if cv != 'patient_kfold':   # a user's folds or split must not put a patient on two sides
+        side = pd.DataFrame({'p': col(cfg.patient), 'f': f})[f > 0].groupby('p').f.nunique()
+        if (side > 1).any():
+            raise EvaluateError(f'{cfg.folds if cv != "split" else cfg.split!r} puts {int((side > 1).sum())} patient(s) in more than '
+                                f'one fold or part (e.g. {list(side.index[side > 1][:5])}): a test patient must not be seen in training')
+    keep = f > 0
+    if not keep.all():
+        out = pd.DataFrame({'position': tv.rows[~keep], 'reason': f'no {"split value" if cv == "split" else "fold"}'})
+        tv = replace(tv, rows=tv.rows[keep], y=tv.y[keep], excluded=pd.concat([tv.excluded, out], ignore_index=True))
+    groups = subgroup_table(meta, cfg.subgroups)
+    return _Task(tv, f[keep], mode, tf, vf, None if groups is None else groups.iloc[tv.rows].reset_index(drop=True))
+
+def _run_task(task:_Task, run:_Run, signals, meta:pd.DataFrame, cfg:EvalConfig, curves:list
              ) -> tuple[list[dict], list[pd.DataFrame], list[pd.DataFrame]]:
     "Metric rows (per fold, pooled, retrieval), prediction tables and subgroup tables of one task for `run`"
-    rows, y, classes, kind = task_targets(meta, task)
+    tv = task.tv; rows, y, classes, kind, name = tv.rows, tv.y, tv.classes, tv.kind, tv.name
     ids, n_boot, seed = _ids(meta), cfg.n_boot, run.seed
     res, preds, subs, pooled = [], [], [], {}
-    for k, tr, va, te in cv_splits(meta['strat_fold'].to_numpy()[rows], cfg.cv, cfg.test_folds, cfg.valid_folds):
+    for k, tr, va, te in cv_splits(task.folds, task.mode, task.test_folds, task.valid_folds):
         for frac, sub in label_fractions(y[tr], kind, cfg.fractions, seed=[seed, k]).items():
             for proto in run.protocols:
-                key = dict(encoder=run.label, protocol=proto, task=task, fraction=frac, seed=seed, fold=k)
+                key = dict(encoder=run.label, protocol=proto, task=name, fraction=frac, seed=seed, fold=k)
                 if sub is None:
                     n = max(1, round(frac * len(tr)))
                     why = (f'fewer than {MIN_REGRESSION} training labels' if kind == 'regression' else
@@ -116,29 +165,37 @@ def _run_task(task:str, run:_Run, signals, meta:pd.DataFrame, cfg:EvalConfig, cu
                 pooled.setdefault((proto, frac), []).append((te, p, len(sub)))
     for (proto, frac), parts in pooled.items():   # fold 0: the out-of-fold predictions of all test folds together
         te = np.concatenate([t for t, _, _ in parts]); pp = np.concatenate([q for _, q, _ in parts])
-        key = dict(encoder=run.label, protocol=proto, task=task, fraction=frac, seed=seed)
-        at = cfg.subgroup_fraction is not None and frac == cfg.subgroup_fraction
+        key = dict(encoder=run.label, protocol=proto, task=name, fraction=frac, seed=seed)
+        at = cfg.subgroup_fraction is not None and frac == cfg.subgroup_fraction and task.groups is not None
         r_, s_ = _pooled_rows(key, y[te], pp, classes, n_boot, seed, int(round(np.mean([n for *_, n in parts]))),
-                              meta.iloc[rows[te]] if at else None)
+                              task.groups.iloc[te] if at else None, kind)
         res += r_; subs += [] if s_ is None else [s_]
-    if cfg.retrieval and kind != 'regression': res += _retrieval_rows(run.label, seed, task, run.feats[rows], y, classes, n_boot)
+    if cfg.retrieval and kind != 'regression': res += _retrieval_rows(run.label, seed, name, run.feats[rows], tv.labels(), n_boot)
     return res, preds, subs
 
 # %% ../../nbs/55_evaluate.run.ipynb #38a77546
 def evaluate(encoder, # registered encoder name (random init only), checkpoint path, nn.Module, `Embeddings` (precomputed features), or {test fold: one of these}
              data=None, # anything `open_ecgs` opens (default: the bundled 250-record sample)
              config:EvalConfig|Mapping|None=None, # what to run (default: `EvalConfig()`; a dict of its fields works too)
-             **overrides # any field of `EvalConfig`, e.g. `tasks=('age',)`, `n_boot=200`: replaces the one in `config`
+             labels=None, # a table of the records' labels (DataFrame or file), joined on the record (`join_labels`)
+             on:str|None=None, # the table's record column (default: see `join_labels`)
+             **overrides # any field of `EvalConfig`, e.g. `target='lvef'`, `tasks=('age',)`, `n_boot=200`: replaces the one in `config`
             ) -> EvalResults:
-    "Judge a representation on PTB-XL tasks: protocols x label fractions x seeds x folds, with random-init baseline"
+    "Judge a representation on your targets or PTB-XL's: protocols x label fractions x seeds x folds, with random-init baseline"
     cfg = EvalConfig.of(config, **overrides)
     signals, meta = open_ecgs(data, progress=False)
+    unmatched = pd.DataFrame()
+    if labels is not None: meta, unmatched = join_labels(meta, labels, on, getattr(signals, 'skipped', None))
     if isinstance(encoder, Mapping):   # one encoder per test fold: evaluate each on its fold, then pool
         if cfg.test_folds is not None and set(cfg.test_folds) != set(encoder):
             raise EvaluateError(f'test_folds {sorted(cfg.test_folds)} differ from the folds of the encoders {sorted(encoder)}')
         per_fold = replace(cfg, name=cfg.name or 'pretrained')
         return merge_results([evaluate(spec, (signals, meta), per_fold, test_folds=(k,)) for k, spec in sorted(encoder.items())])
-    if 'strat_fold' not in meta: raise EvaluateError("the metadata has no 'strat_fold' column (needed for the folds)")
+    targets, cv = cfg.targets(), _cv_of(meta, cfg)
+    _check_columns(meta, cfg, targets, cv)
+    tasks = [prepare_task(meta, t, cfg, cv) for t in targets]   # targets and splits first: bad input fails before training
+    if cfg.verbose:
+        for t in tasks: print(f'{t.tv.note}; cv {cv}: {len(np.unique(t.folds))} folds/parts of {np.bincount(t.folds)[1:].tolist()} records', flush=True)
     ids, n_leads = _ids(meta), signals.shape[1]
     label, enc, factory0, ck_cfg = resolve_encoder(encoder, cfg.arch, cfg.encoder_kwargs, cfg.name)
     if isinstance(enc, Embeddings):   # precomputed features: judged by the protocols that read features only
@@ -164,37 +221,73 @@ def evaluate(encoder, # registered encoder name (random init only), checkpoint p
                 embs[(enc_label, seed)] = cached if cached is not None else embed_dataset(
                     model, signals, ids=ids, bs=cfg.embed_bs, device=cfg.device, info={'encoder': enc_label, 'seed': seed})
             run = _Run(enc_label, seed, model, (lambda s=seed: factory(s)), embs[(enc_label, seed)].values if need_feats else None, plan)
-            for task in cfg.tasks:
-                if cfg.verbose: print(f'{enc_label} | seed {seed} | {task} | {", ".join(plan)}', flush=True)
+            for task in tasks:
+                if cfg.verbose: print(f'{enc_label} | seed {seed} | {task.tv.name} | {", ".join(plan)}', flush=True)
                 r, p, s = _run_task(task, run, signals, meta, cfg, curves)
                 res += r; preds += p; subs += s
     results = pd.DataFrame(res).reindex(columns=_COLS)
     many = results[results.n_skipped > 0.1 * cfg.n_boot]
     if len(many): warnings.warn(f'{len(many)} of {len(results)} result rows skipped > 10 % of their bootstrap resamples '
                                 f'(a class absent from the resample; small test folds): see the n_skipped column')
-    recorded = dict(encoder=str(label or encoder), **cfg.to_dict(), n_records=len(meta))
+    recorded = dict(encoder=str(label or encoder), **cfg.to_dict(), n_records=len(meta), cv_used=cv,
+                    targets={t.tv.name: s.to_dict() for t, s in zip(tasks, targets)}, task_kinds={t.tv.name: t.tv.kind for t in tasks})
+    cols = ['ecg_id', 'record', 'patient_id', 'age', 'sex', cfg.folds, 'superdiagnostic', cfg.patient, cfg.split,
+            *[c for s in targets for c in s.columns], *[c for c in cfg.subgroups or () if c != 'age band']]
     return EvalResults(results, pd.concat(preds, ignore_index=True) if preds else pd.DataFrame(),
                        pd.concat(subs, ignore_index=True) if subs else pd.DataFrame(), embs, recorded,
-                       meta.reindex(columns=['ecg_id', 'patient_id', 'age', 'sex', 'strat_fold', 'superdiagnostic']),
-                       pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
+                       meta[[c for c in dict.fromkeys(cols) if c in meta]].copy(),
+                       pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(), _excluded(tasks, meta, unmatched, on))
+
+def _excluded(tasks:list[_Task], meta:pd.DataFrame, unmatched:pd.DataFrame, on:str|None) -> pd.DataFrame:
+    "Every record a task left out (ecg_id, record, reason), and every labels-table row that matched no ECG (task '')"
+    parts = []
+    for t in tasks:
+        e = t.tv.excluded; pos = e.position.to_numpy()
+        why = e.reason.to_numpy(object).copy()
+        if 'labels_row' in meta: why[meta['labels_row'].isna().to_numpy()[pos]] = 'no row in the labels table'
+        parts.append(pd.DataFrame({'task': t.tv.name, 'ecg_id': _ids(meta)[pos],
+                                   'record': meta['record'].to_numpy()[pos] if 'record' in meta else None, 'reason': why}))
+    if len(unmatched):
+        key = [c for c in unmatched.columns if c != 'reason'][0]
+        parts.append(pd.DataFrame({'task': '', 'ecg_id': None, 'record': unmatched[key].astype(str), 'reason': unmatched.reason}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=['task', 'ecg_id', 'record', 'reason'])
 
 # %% ../../nbs/55_evaluate.run.ipynb #4c5b1207
 def _csv(s, cast=str) -> list|None:
     return None if s is None or str(s).strip() == '' else [cast(v) for v in str(s).split(',') if v.strip()]
 
 _D = EvalConfig()   # the command's defaults are EvalConfig's
+
+def _number(s):
+    "A command-line value as the number it spells, else the text ('1' -> 1, 'yes' -> 'yes')"
+    if s is None: return None
+    try: return int(s)
+    except ValueError:
+        try: return float(s)
+        except ValueError: return s
 def _j(v) -> str: return ','.join(f'{x:g}' if isinstance(x, float) else str(x) for x in v)
 
 @call_parse
 def ecg_dml_evaluate(
-    encoder:str='resnet1d18', # registered encoder name (random init) or checkpoint file
+    encoder:str='resnet1d18', # registered encoder name (random init), checkpoint file or pretrained model name
     data:str=None, # PTB-XL root, WFDB folder or store folder (default: the bundled 250-record sample)
     out:str='ecg_dml_eval', # output folder for tables and plots
-    tasks:str=_j(_D.tasks), # comma-separated tasks
+    labels:str=None, # a table of your records' labels (.csv, .tsv, .parquet), one row per record
+    on:str=None, # its column naming the record (default: record, path, filename, ... or ecg_id)
+    target:str=None, # the column to predict (comma-separated 0/1 columns: one multi-label target); replaces the PTB-XL tasks
+    kind:str=None, # binary, multiclass, multilabel or regression (default: inferred from the values)
+    positive:str=None, # binary target: the positive value (default: 1/true/yes/..., else the last in sorted order)
+    min_class_size:int=None, # classification target: classes with fewer records are left out, and reported (default 2)
+    patient:str=_D.patient, # the column of patient ids (no patient on both sides of a split)
+    split:str=None, # a column of train/valid/test: one fixed held-out test set
+    n_folds:int=_D.n_folds, # cv=patient_kfold: number of folds
+    subgroups:str=None, # comma-separated columns to compare groups of (default: sex and age band, where present)
+    tasks:str=None, # comma-separated built-in tasks or columns (default: superdiagnostic,norm_vs_abnormal,age unless --target)
     protocols:str=_j(_D.protocols), # comma-separated, from linear,frozen_mlp,finetune,scratch
     fractions:str=_j(_D.fractions), # comma-separated label fractions
     seeds:str=_j(_D.seeds), # comma-separated seeds
-    cv:str=_D.cv, # 'strat_folds' (each fold tests once), 'standard' (1-8/9/10) or 'holdout' (--test_folds together)
+    cv:str=_D.cv, # strat_folds (the --folds column), standard (1-8/9/10), holdout (--test_folds together), patient_kfold, split (default: from the data)
+    folds:str=_D.folds, # the column of fold numbers
     test_folds:str=None, # comma-separated test folds (default: all)
     valid_folds:str=None, # cv=holdout: comma-separated validation folds (default: the largest other fold)
     arch:str=_D.arch, # architecture of the random-init baseline (default: from the encoder)
@@ -215,15 +308,21 @@ def ecg_dml_evaluate(
     device:str=_D.device, # e.g. cpu, cuda (default: get_device())
     plots:bool_arg=True # write PNG plots
 ):
-    "Evaluate an ECG encoder on PTB-XL tasks and write CSV tables and PNG plots into --out"
-    opts = dict(tasks=_csv(tasks), protocols=_csv(protocols), fractions=_csv(fractions, float), seeds=_csv(seeds, int),
+    "Evaluate an ECG encoder on your labels (--labels, --target) or PTB-XL's tasks; write CSV tables and PNG plots into --out"
+    tg = _csv(target)
+    opts = dict(tasks=_csv(tasks), target=tg[0] if tg and len(tg) == 1 else tg, kind=kind, positive=_number(positive),
+                min_class_size=min_class_size, patient=patient, split=split, n_folds=n_folds, subgroups=_csv(subgroups),
+                folds=folds, protocols=_csv(protocols), fractions=_csv(fractions, float), seeds=_csv(seeds, int),
                 cv=cv, test_folds=_csv(test_folds, int), valid_folds=_csv(valid_folds, int), arch=arch,
                 encoder_kwargs=json.loads(encoder_kwargs) if encoder_kwargs else None, name=name, random_init=random_init,
                 epochs=epochs, bs=bs, lr=lr, patience=patience, min_steps=min_steps, mlp_epochs=mlp_epochs, n_boot=n_boot, retrieval=retrieval,
                 device=device)
     cfg = EvalConfig.of(**{k: v for k, v in opts.items() if v is not None})   # unset: EvalConfig's default
     signals, meta = open_ecgs(data, fs=fs, seconds=seconds, read_kw={'allow_flat': True} if allow_flat else None, progress=False)
-    ev = evaluate(encoder, (signals, meta), cfg)
+    ev = evaluate(encoder, (signals, meta), cfg, labels=labels, on=on)
     files = ev.save(out, plots=plots)
+    for task, g in ev.excluded.groupby('task', sort=False):
+        print(f"{task or 'labels table'}: {len(g)} left out (" + ', '.join(f'{r}: {n}' for r, n in g.reason.value_counts().items())
+              + f"; see {Path(out)/'excluded.csv'})")
     with pd.option_context('display.width', 160, 'display.max_columns', 20): print(ev.summary().to_string())
     print(f'\nwrote {len(files)} files to {Path(out).resolve()}')

@@ -11,7 +11,8 @@ from ..data.ptbxl import AGE_90_PLUS, SEX_CODES
 from .metrics import bootstrap_metrics, metric_values, MetricError, _as_2d, _is_binary
 
 # %% auto #0
-__all__ = ['AGE_EDGES', 'age_bands', 'sex_groups', 'subgroups', 'permutation_test', 'subgroup_metrics', 'forest_plot']
+__all__ = ['AGE_EDGES', 'age_bands', 'sex_groups', 'subgroups', 'group_column', 'subgroup_table', 'permutation_test',
+           'subgroup_metrics', 'forest_plot']
 
 # %% ../../nbs/53_evaluate.subgroups.ipynb #d7c385ee
 AGE_EDGES = (18, 35, 50, 75)  # the DML paper's age bands: [18, 35), [35, 50), [50, 75), >= 75
@@ -36,6 +37,36 @@ def subgroups(meta:pd.DataFrame # rows with `age` and `sex` columns (e.g. from `
              ) -> pd.DataFrame:
     "The standard subgroup attributes of each row: 'sex' and 'age band'"
     return pd.DataFrame({'sex': sex_groups(meta['sex']), 'age band': age_bands(meta['age'])})
+
+# %% ../../nbs/53_evaluate.subgroups.ipynb #c8183300
+def group_column(values, # one value per record
+                 max_levels:int=8, # numbers with more distinct values are cut into quartiles
+                 q:int=4
+                ) -> pd.Series:
+    "Categorical groups of one column: its values, or quantile bins of numbers with many values (NaN: in no group)"
+    s = pd.Series(np.asarray(values, dtype=object))
+    num = pd.to_numeric(s, errors='coerce')
+    if num.notna().sum() == s.notna().sum() and num.nunique() > max_levels:
+        edges = np.unique(np.nanquantile(num.astype(float), np.linspace(0, 1, q + 1)))
+        names = [f'{lo:.4g}-{hi:.4g}' for lo, hi in zip(edges[:-1], edges[1:])]
+        return pd.cut(num.astype(float), edges, labels=names, include_lowest=True)
+    return pd.Series(pd.Categorical(s.where(s.notna(), None).map(lambda v: v if v is None else f'{v:g}' if isinstance(v, float) else str(v))))
+
+def subgroup_table(meta:pd.DataFrame, # one row per record
+                   columns:Sequence[str]|None=None # columns to group by; 'age band', 'sex' as in `subgroups` (default: those two, where the table has age and sex)
+                  ) -> pd.DataFrame|None:
+    "One categorical column of groups per attribute, rows aligned with `meta` (None: no attribute to group by)"
+    if columns is None:
+        return subgroups(meta).set_axis(meta.index) if {'age', 'sex'} <= set(meta.columns) else None
+    out = {}
+    for c in columns:
+        src = 'age' if c == 'age band' else c
+        if src not in meta: raise KeyError(f'subgroups: no column {src!r} in the records\' table; it has: {", ".join(map(str, meta.columns))}')
+        codes = pd.to_numeric(meta[src], errors='coerce')
+        sex_codes = c == 'sex' and codes.notna().sum() == meta[c].notna().sum() > 0 and set(codes.dropna().unique()) <= set(SEX_CODES)
+        col = age_bands(meta['age']) if c == 'age band' else sex_groups(meta[c]) if sex_codes else group_column(meta[c])
+        out[c] = pd.Series(col).set_axis(meta.index)
+    return pd.DataFrame(out, index=meta.index) if out else None
 
 # %% ../../nbs/53_evaluate.subgroups.ipynb #6bb23025
 def permutation_test(y, # targets [n] or [n, C]
