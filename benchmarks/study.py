@@ -156,6 +156,16 @@ def epochs_for(steps:int, n_train:int, bs:int) -> tuple[int, int]:
     epochs = max(1, round(steps / per_epoch))
     return epochs, epochs * per_epoch
 
+def synthetic_budget(steps:int, n_real:int, n_syn:int, bs:int) -> tuple[int, int, int]:
+    """(epochs, optimizer steps, synthetic ECGs used) for `n_real` real + synthetic training ECGs at exactly `steps`
+    optimizer steps: the fewest whole epochs whose batches divide `steps` and that real + synthetic ECGs fill exactly
+    (the synthetic corpus, i.i.d. draws, is cut to fit); if none fits (too few synthetic ECGs for one more batch per
+    epoch), every synthetic ECG and the epochs rounded as `epochs_for` does"""
+    for e in range(1, steps + 1):
+        need = steps // e * bs - n_real
+        if steps % e == 0 and 0 <= need <= n_syn: return e, steps, need
+    return (*epochs_for(steps, n_real + n_syn, bs), n_syn)
+
 def estimate(a, n_records:int, pre, ev, n_syn:int=0) -> dict:
     "Predicted seconds per stage from the measured per-unit costs"
     scale = (a.seconds / 10) * ENCODER_COST.get(a.encoder, 1.0) * (a.bs / 64)
@@ -237,14 +247,17 @@ def pretrain_unit(a, method:str, seed:int, signals, meta, folder:Path, syn_x=Non
     done = read_json(folder/'done.json')
     if done and (folder/'encoder.pth').exists(): return {**done, 'status': 'skipped (done earlier)'}
     split, kw, data = split_of(meta), dict(STUDY_METHODS[base_method(method)]), signals
-    if syn_x is not None:   # real training/validation ECGs + the synthetic corpus (all training); the test folds unread
+    n_real = int((split == 'train').sum())
+    epochs, steps = epochs_for(a.steps, n_real, a.bs)   # the real-only arms' budget
+    n_syn = 0
+    if syn_x is not None:   # real training/validation ECGs + synthetic ones (all training), at the real arms' steps exactly
+        epochs, steps, n_syn = synthetic_budget(steps, n_real, len(syn_x), a.bs)
         use = np.flatnonzero(split != 'test')
-        data = np.concatenate([read_rows(signals, use), syn_x]).astype(np.float32)
-        split = np.concatenate([split[use], np.full(len(syn_x), 'train')])
+        data = np.concatenate([read_rows(signals, use), syn_x[:n_syn]]).astype(np.float32)
+        split = np.concatenate([split[use], np.full(n_syn, 'train')])
     if kw.get('labels') == 'superdiagnostic':   # supervised DML: the label set of each ECG as its class
         kw['labels'] = meta.superdiagnostic.astype(str).to_numpy()
-    n_train = int((split == 'train').sum())
-    epochs, steps = epochs_for(a.steps, n_train, a.bs)
+    n_train = n_real + n_syn
     resume = (folder/'checkpoint.pth').exists()
     t0 = time.perf_counter()
     log = io.StringIO()
@@ -254,7 +267,7 @@ def pretrain_unit(a, method:str, seed:int, signals, meta, folder:Path, syn_x=Non
                  out=folder, seed=seed, progress=False, resume=resume, overwrite=not resume, **kw)
     (folder/'stdout.log').write_text(log.getvalue())
     t = dict(stage='pretrain', method=method, seed=seed, seconds=round(time.perf_counter() - t0, 2), n_train=n_train,
-             epochs=epochs, steps=steps, steps_per_epoch=steps // epochs, status='run')
+             n_synthetic=n_syn, epochs=epochs, steps=steps, steps_per_epoch=steps // epochs, status='run')
     write_json(folder/'done.json', t)
     return t
 
@@ -377,6 +390,10 @@ def main(argv=None):
     print(f'plan: {len(a.methods)} methods + {BASELINE} + {HANDCRAFTED}, seeds {a.seeds} for {", ".join(DECISIVE)} and '
           f'the baselines; {len(pre)} pretrainings of {steps} steps ({epochs} epochs of {steps // epochs} at batch '
           f'{a.bs}), {len(ev)} evaluations; finetune/scratch up to {a.eval_epochs} epochs, patience {a.patience}')
+    if a.synthetic:
+        e_s, s_s, n_s = synthetic_budget(steps, n_train, a.synthetic, a.bs)
+        print(f'synthetic axis: {", ".join(a.synthetic_methods)} on the {n_train} real + {n_s} of the {a.synthetic} synthetic '
+              f'ECGs: {s_s} steps ({e_s} epochs of {s_s // e_s})')
     print(f'estimated wall time on the reference 2-core CPU: pretraining {fmt_s(est["pretrain_s"])}, evaluation '
           f'{fmt_s(est["evaluate_s"])}, total {fmt_s(est["total_s"])} in one process'
           + (f', about {fmt_s(est["total_s"] / a.jobs)} with --jobs {a.jobs}' if a.jobs > 1 else '')

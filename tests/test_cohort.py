@@ -10,7 +10,7 @@ from ecg_dml.evaluate import run as run_mod
 from ecg_dml.evaluate.embed import Embeddings, embed_dataset
 from ecg_dml.evaluate.protocols import seeded
 from ecg_dml.evaluate.run import ecg_dml_evaluate, evaluate
-from ecg_dml.evaluate.targets import EvaluateError
+from ecg_dml.evaluate.targets import EvaluateError, target_values
 
 SMALL = dict(widths=(8, 16, 16, 32))
 QUIET = dict(n_boot=50, verbose=False, device='cpu')
@@ -143,6 +143,8 @@ def test_bad_input(ecgs, feats, cohort):
     # ECGs without a row in the table: left out with that reason
     ev = evaluate(feats, ecgs, labels=cohort.iloc[100:], target='age', **kw)
     assert (ev.excluded.reason == 'no row in the labels table').sum() == 100
+    joined, _ = join_labels(ecgs[1], cohort.iloc[100:])   # the printed note counts them the same way
+    assert 'no row in the labels table (100)' in target_values(joined, 'age').note
 
 def test_split_column_and_subgroups_on_any_column(ecgs, feats, cohort):
     "a fixed held-out set from the user's split column (no valid rows: validation drawn by patient) and subgroups on site"

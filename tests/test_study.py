@@ -40,6 +40,16 @@ def test_equal_steps_for_every_corpus():
         assert steps == epochs * per and abs(steps - 600) <= per / 2 + 1e-9, (n_train, epochs, steps)
     assert study.epochs_for(600, 1381, 64)[0] > study.epochs_for(600, 5381, 64)[0]
 
+def test_synthetic_corpus_is_cut_to_the_same_steps():
+    "real + synthetic pretraining makes exactly the real-only arms' steps: whole epochs, the synthetic corpus cut to fill them"
+    assert study.synthetic_budget(600, 1319, 20000, 64) == (2, 600, 17881)      # 2 epochs of 300 batches of 64
+    for n_real, n_syn, bs, steps in [(1319, 4000, 64, 600), (1319, 20000, 64, 600), (1381, 15000, 32, 630), (170, 9000, 32, 100)]:
+        epochs, got, used = study.synthetic_budget(steps, n_real, n_syn, bs)
+        assert got == steps and epochs * ((n_real + used) // bs) == steps and 0 <= used <= n_syn, (n_real, n_syn, epochs, used)
+        assert used >= min(n_syn, steps * bs - n_real) / 2   # the fewest epochs that fit: most of what the steps can read is used
+    # too few synthetic ECGs to fill one more batch per epoch: all of them, epochs rounded like the real arms'
+    assert study.synthetic_budget(6, 178, 8, 32) == (*study.epochs_for(6, 186, 32), 8)
+
 def test_plan_seeds_and_protocols():
     a = study.parse_args(['--seeds', '0,1', '--methods', 'dml,simclr,3kg'])
     pre, ev = study.plan(a)
@@ -134,8 +144,9 @@ def test_synthetic_axis_gets_the_same_steps(quick):
     out, _ = quick
     _run(out, '--synthetic', '8', '--synthetic-methods', 'dml', '--methods', 'dml')
     T = pd.read_csv(out/'timings.csv').query("stage == 'pretrain'").set_index('method')
-    assert T.loc['dml+syn8', 'n_train'] == T.loc['dml', 'n_train'] + 8
-    per = T.loc['dml+syn8', 'steps_per_epoch']
-    assert abs(T.loc['dml+syn8', 'steps'] - T.loc['dml', 'steps']) <= per / 2 + 1e-9
+    n_real, used = T.loc['dml', 'n_train'], T.loc['dml+syn8', 'n_synthetic']
+    assert T.loc['dml+syn8', 'n_train'] == n_real + used and 0 <= used <= 8
+    assert (T.loc['dml+syn8', ['epochs', 'steps']].tolist()
+            == list(study.synthetic_budget(int(T.loc['dml', 'steps']), n_real, 8, 32)[:2]))
     S = pd.read_csv(out/'vs_real.csv')
     assert set(S.method) == {'dml+syn8'} and set(S.reference) == {'dml / linear'}   # the corpus axis: linear probe

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/51_evaluate.protocols.ipynb #8946c983
 from __future__ import annotations
-import ast, copy, warnings
+import copy, warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
@@ -25,7 +25,7 @@ from ..data.loaders import ecg_dls
 from ..models.heads import TaskHead, TaskModel
 from ..models.io import load_encoder
 from .embed import embed_dataset
-from .targets import EvaluateError, KINDS, PRESETS, Target, _label_list, as_target, target_values
+from .targets import EvaluateError, KINDS, PRESETS, Target, as_target, target_values
 
 # %% auto #0
 __all__ = ['TASK_KINDS', 'TASKS', 'PROTOCOLS', 'FRACTIONS', 'MIN_REGRESSION', 'task_targets', 'cv_splits', 'fraction_order',

@@ -119,7 +119,8 @@ def _check_columns(meta:pd.DataFrame, cfg:EvalConfig, targets:list[Target], cv:s
 
 def prepare_task(meta:pd.DataFrame, # one row per record
                  target, # a `Target` (or anything `as_target` takes)
-                 cfg:EvalConfig, cv:str|None=None # the split (default: `_cv_of`)
+                 cfg:EvalConfig, cv:str|None=None, # the split (default: `_cv_of`)
+                 groups:pd.DataFrame|None=None # `subgroup_table(meta, cfg.subgroups)`, if already built (one per evaluation, not per task)
                 ) -> _Task:
     "A target's values and its split: patient-grouped folds, a split column, or the data's fold column; records in no part are excluded, with the reason"
     tv, cv = target_values(meta, target), cv or _cv_of(meta, cfg)
@@ -136,7 +137,7 @@ def prepare_task(meta:pd.DataFrame, # one row per record
     if not keep.all():
         out = pd.DataFrame({'position': tv.rows[~keep], 'reason': f'no {"split value" if cv == "split" else "fold"}'})
         tv = replace(tv, rows=tv.rows[keep], y=tv.y[keep], excluded=pd.concat([tv.excluded, out], ignore_index=True))
-    groups = subgroup_table(meta, cfg.subgroups)
+    if groups is None: groups = subgroup_table(meta, cfg.subgroups)
     return _Task(tv, f[keep], mode, tf, vf, None if groups is None else groups.iloc[tv.rows].reset_index(drop=True))
 
 def _run_task(task:_Task, run:_Run, signals, meta:pd.DataFrame, cfg:EvalConfig, curves:list
@@ -193,7 +194,8 @@ def evaluate(encoder, # registered encoder name (random init only), checkpoint p
         return merge_results([evaluate(spec, (signals, meta), per_fold, test_folds=(k,)) for k, spec in sorted(encoder.items())])
     targets, cv = cfg.targets(), _cv_of(meta, cfg)
     _check_columns(meta, cfg, targets, cv)
-    tasks = [prepare_task(meta, t, cfg, cv) for t in targets]   # targets and splits first: bad input fails before training
+    groups = subgroup_table(meta, cfg.subgroups)
+    tasks = [prepare_task(meta, t, cfg, cv, groups) for t in targets]   # targets and splits first: bad input fails before training
     if cfg.verbose:
         for t in tasks: print(f'{t.tv.note}; cv {cv}: {len(np.unique(t.folds))} folds/parts of {np.bincount(t.folds)[1:].tolist()} records', flush=True)
     ids, n_leads = _ids(meta), signals.shape[1]
@@ -236,17 +238,15 @@ def evaluate(encoder, # registered encoder name (random init only), checkpoint p
     return EvalResults(results, pd.concat(preds, ignore_index=True) if preds else pd.DataFrame(),
                        pd.concat(subs, ignore_index=True) if subs else pd.DataFrame(), embs, recorded,
                        meta[[c for c in dict.fromkeys(cols) if c in meta]].copy(),
-                       pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(), _excluded(tasks, meta, unmatched, on))
+                       pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(), _excluded(tasks, meta, unmatched))
 
-def _excluded(tasks:list[_Task], meta:pd.DataFrame, unmatched:pd.DataFrame, on:str|None) -> pd.DataFrame:
+def _excluded(tasks:list[_Task], meta:pd.DataFrame, unmatched:pd.DataFrame) -> pd.DataFrame:
     "Every record a task left out (ecg_id, record, reason), and every labels-table row that matched no ECG (task '')"
     parts = []
     for t in tasks:
-        e = t.tv.excluded; pos = e.position.to_numpy()
-        why = e.reason.to_numpy(object).copy()
-        if 'labels_row' in meta: why[meta['labels_row'].isna().to_numpy()[pos]] = 'no row in the labels table'
-        parts.append(pd.DataFrame({'task': t.tv.name, 'ecg_id': _ids(meta)[pos],
-                                   'record': meta['record'].to_numpy()[pos] if 'record' in meta else None, 'reason': why}))
+        pos = t.tv.excluded.position.to_numpy()
+        parts.append(pd.DataFrame({'task': t.tv.name, 'ecg_id': _ids(meta)[pos], 'reason': t.tv.excluded.reason.to_numpy(object),
+                                   'record': meta['record'].to_numpy()[pos] if 'record' in meta else None}))
     if len(unmatched):
         key = [c for c in unmatched.columns if c != 'reason'][0]
         parts.append(pd.DataFrame({'task': '', 'ecg_id': None, 'record': unmatched[key].astype(str), 'reason': unmatched.reason}))

@@ -156,17 +156,20 @@ def target_values(meta:pd.DataFrame, # one row per record
     def drop(mask, reason):
         mask = np.asarray(mask, bool) & keep
         why[mask] = reason; keep[mask] = False
+    norow = meta['labels_row'].isna().to_numpy() if 'labels_row' in meta else np.zeros(n, bool)   # `join_labels` found no row
+    def drop_missing(mask):
+        drop(np.asarray(mask, bool) & norow, 'no row in the labels table'); drop(mask, 'missing value')
     if len(t.columns) > 1:   # several 0/1 columns: a multilabel target
         if t.values is None: [_column(meta, replace(t, columns=(c,))) for c in t.columns]
         num = meta[list(t.columns)].apply(pd.to_numeric, errors='coerce')
-        drop(num.isna().any(axis=1).to_numpy(), 'missing value')
+        drop_missing(num.isna().any(axis=1).to_numpy())
         bad = [c for c in t.columns if not num[c][keep].isin([0, 1]).all()]
         if bad: raise EvaluateError(f'target {t.name!r}: several columns make a multilabel target, each 0/1; {bad} hold other values')
         col, kind = None, 'multilabel'
     else:
         col = _column(meta, t).reset_index(drop=True)
         kind = t.kind or infer_kind(col)
-        drop(col.map(_missing).to_numpy(), 'missing value')
+        drop_missing(col.map(_missing).to_numpy())
     note = [f'{t.name}: {kind}' + ('' if t.kind or len(t.columns) > 1 else ' (inferred)')]
     if kind == 'regression':
         v = pd.to_numeric(col, errors='coerce').to_numpy(np.float64)
