@@ -199,12 +199,12 @@ def pretrain(data, # WFDB folder, PTB-XL root, store folder, `ECGStore`, or arra
         if not rank: _rewrite_log(out/'log.csv', ck['history'])
         if not rank: print(f'resuming {cfg["method"]} from {out}/checkpoint.pth after epoch {start} of {epochs}')
     elif (out/'log.csv').exists() and not rank: (out/'log.csv').unlink()
-    learn.start_epoch = start
+    learn.resume_epoch = start   # not `start_epoch`: fastai's Recorder times epochs in an attribute of that name
     return fit_pretrain(learn) if fit else learn
 
 def fit_pretrain(learn): # a Learner from `pretrain(..., fit=False)`
     "Train `learn` to its configured epochs (a resumed run from where it stands), then save the encoder in the run folder"
-    cfg, start = learn.pretrain_config, learn.start_epoch
+    cfg, start = learn.pretrain_config, getattr(learn, 'resume_epoch', 0)
     if start < cfg['epochs']: learn.fit_one_cycle(cfg['epochs'], cfg['lr'], wd=cfg['wd'], start_epoch=start)
     if not rank_world()[0]: save_encoder(learn, learn.path/'encoder.pth', cfg)
     return learn

@@ -414,7 +414,7 @@ def test_mined_ntxent_equals_loop_on_real_ecgs(real, own_view, denominator, tau)
     val = loss(emb, info)
     nb = miner.neighbours(emb, info)
     ref = _mined_ntxent_loop(emb.detach(), nb, sample, pid[sample], tau, own_view, denominator)
-    assert abs(float(val) - ref) < 1e-9, (float(val), ref)
+    assert abs(val.detach().item() - ref) < 1e-9, (val.detach().item(), ref)
     val.backward(); assert torch.isfinite(emb.grad).all()
     m = loss.mined                                        # mined pairs by record id: graph neighbours, never the own view
     assert (m.anchors != m.positives).all() and len(m.anchors) == int(((nb | nb.T) & (sample[:, None] != sample[None, :])).sum())

@@ -230,7 +230,7 @@ def fit_model(model:nn.Module, # maps inputs [B, ...] -> [B, C]
     loss = MSELossFlat() if kind == 'regression' else nn.CrossEntropyLoss() if kind == 'multiclass' else BCEWithLogitsLossFlat()
     cbs = [KeepBest(patience=patience)] if len(va) else []
     act = ActivationType.Softmax if kind == 'multiclass' else ActivationType.Sigmoid
-    metrics = [AccumMetric(macro_auroc, activation=act, flatten=False)] if kind != 'regression' and len(va) else []
+    metrics = [AccumMetric(macro_auroc, dim_argmax=-1, activation=act, flatten=False)] if kind != 'regression' and len(va) else []
     learn = Learner(dls, model, loss_func=loss, splitter=splitter or (lambda m: [list(m.parameters())]), wd=wd, cbs=cbs,
                     metrics=metrics)
     with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
