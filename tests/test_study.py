@@ -150,3 +150,32 @@ def test_synthetic_axis_gets_the_same_steps(quick):
             == list(study.synthetic_budget(int(T.loc['dml', 'steps']), n_real, 8, 32)[:2]))
     S = pd.read_csv(out/'vs_real.csv')
     assert set(S.method) == {'dml+syn8'} and set(S.reference) == {'dml / linear'}   # the corpus axis: linear probe
+
+def test_compare_runs_pairs_the_same_units_on_the_same_test_ecgs(quick, tmp_path):
+    """benchmarks/compare_runs.py: a longer pretraining (run B) against the quick run (A), unit by unit, each side's
+    value the one its own run reported; a run against itself differs by 0; runs tested differently are refused"""
+    from benchmarks import compare_runs
+    a, _ = quick
+    b = tmp_path/'longer'
+    _run(b, '--methods', 'dml', '--steps', '12')
+    r = subprocess.run([sys.executable, str(REPO/'benchmarks'/'compare_runs.py'), str(a), str(b)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    D = pd.read_csv(b/'vs_steps_6.csv')
+    assert 'steps 12 minus steps 6' in r.stdout and len(D) == r.stdout.count('\n| dml |')
+    assert set(D.method) == {'dml'} and set(D.protocol) == {'linear', 'finetune'} and set(D.seed) == {0}
+    assert set(D.a) == {'steps 6'} and set(D.b) == {'steps 12'}
+    def reported(run, row):
+        R = pd.read_csv(run/'results.csv')
+        metric, target = study_report.HEADLINE[row.task]
+        v = R.query('method == @row.method and protocol == @row.protocol and seed == @row.seed and task == @row.task '
+                    'and metric == @metric and target == @target')
+        return v[np.isclose(v.fraction, row.fraction)].value.item()
+    for row in D.itertuples():
+        np.testing.assert_allclose([row.baseline_value, row.value], [reported(a, row), reported(b, row)], atol=1e-9)
+    np.testing.assert_allclose(D['diff'], D.value - D.baseline_value, atol=1e-12)
+    same = compare_runs.compare_runs(a, a, methods=['dml'])
+    assert len(same) >= len(D) and (same['diff'] == 0).all() and not same.significant.any()
+    assert compare_runs.differing({'steps': 6, 'bs': 32}, {'steps': 12, 'bs': 32}) == {'steps': (6, 12)}
+    with pytest.raises(SystemExit, match='test_folds'): compare_runs.differing({'test_folds': [9, 10]}, {'test_folds': [10]})
+    with pytest.raises(SystemExit, match='not a study run'): compare_runs.run_settings(tmp_path)
