@@ -165,14 +165,14 @@ def test_compare_runs_pairs_the_same_units_on_the_same_test_ecgs(quick, tmp_path
     assert 'steps 12 minus steps 6' in r.stdout and len(D) == r.stdout.count('\n| dml |')
     assert set(D.method) == {'dml'} and set(D.protocol) == {'linear', 'finetune'} and set(D.seed) == {0}
     assert set(D.a) == {'steps 6'} and set(D.b) == {'steps 12'}
-    def reported(run, row):
-        R = pd.read_csv(run/'results.csv')
+    Ra, Rb = pd.read_csv(a/'results.csv'), pd.read_csv(b/'results.csv')
+    def reported(R, row):
         metric, target = study_report.HEADLINE[row.task]
         v = R.query('method == @row.method and protocol == @row.protocol and seed == @row.seed and task == @row.task '
                     'and metric == @metric and target == @target')
         return v[np.isclose(v.fraction, row.fraction)].value.item()
     for row in D.itertuples():
-        np.testing.assert_allclose([row.baseline_value, row.value], [reported(a, row), reported(b, row)], atol=1e-9)
+        np.testing.assert_allclose([row.baseline_value, row.value], [reported(Ra, row), reported(Rb, row)], atol=1e-9)
     np.testing.assert_allclose(D['diff'], D.value - D.baseline_value, atol=1e-12)
     same = compare_runs.compare_runs(a, a, methods=['dml'])
     assert len(same) >= len(D) and (same['diff'] == 0).all() and not same.significant.any()
